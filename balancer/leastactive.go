@@ -1,0 +1,116 @@
+package balancer
+
+// none marks the end of an intrusive list (and "not in a list").
+const none int32 = -1
+
+// leastActive keeps the live slots in buckets by active count, each bucket a
+// FIFO doubly linked list threaded through per-slot next/prev arrays, plus
+// the lowest non-empty bucket. A call start moves a slot up one bucket and a
+// call end moves it down one, so Pick and Done are O(1) whatever the number
+// of slots, and nothing is allocated once the bucket array covers the
+// highest count reached.
+type leastActive struct {
+	st         *slotState
+	next, prev []int32 // per slot
+	head, tail []int32 // per active count
+	min        int     // lowest active count of a live slot, while any is live
+}
+
+func (l *leastActive) grow(n int) {
+	for len(l.next) < n {
+		l.next = append(l.next, none)
+		l.prev = append(l.prev, none)
+	}
+}
+
+func (l *leastActive) rebuild() {
+	for c := range l.head {
+		l.head[c], l.tail[c] = none, none
+	}
+	l.min = -1
+	for i, live := range l.st.live {
+		if !live {
+			continue
+		}
+		c := l.st.active[i]
+		l.push(i, c)
+		if l.min < 0 || c < l.min {
+			l.min = c
+		}
+	}
+}
+
+// push appends slot to the tail of bucket c: the newest arrival is picked
+// last among equals.
+func (l *leastActive) push(slot, c int) {
+	for len(l.head) <= c {
+		l.head = append(l.head, none)
+		l.tail = append(l.tail, none)
+	}
+	s := int32(slot)
+	l.prev[slot], l.next[slot] = l.tail[c], none
+	if l.tail[c] == none {
+		l.head[c] = s
+	} else {
+		l.next[l.tail[c]] = s
+	}
+	l.tail[c] = s
+}
+
+func (l *leastActive) unlink(slot, c int) {
+	p, n := l.prev[slot], l.next[slot]
+	if p == none {
+		l.head[c] = n
+	} else {
+		l.next[p] = n
+	}
+	if n == none {
+		l.tail[c] = p
+	} else {
+		l.prev[n] = p
+	}
+	l.prev[slot], l.next[slot] = none, none
+}
+
+func (l *leastActive) pick() (int, bool) {
+	if l.st.limit > 0 && l.min >= l.st.limit {
+		return -1, false // every live slot is at the cap
+	}
+	return int(l.head[l.min]), true
+}
+
+func (l *leastActive) started(slot int) {
+	c := l.st.active[slot] - 1 // the slot came from the min bucket
+	l.unlink(slot, c)
+	l.push(slot, c+1)
+	if l.head[c] == none {
+		l.min = c + 1
+	}
+}
+
+func (l *leastActive) ended(slot int) {
+	c := l.st.active[slot]
+	l.unlink(slot, c+1)
+	l.push(slot, c)
+	l.min = min(l.min, c)
+}
+
+func (l *leastActive) added(slot int) {
+	l.push(slot, 0)
+	l.min = 0
+}
+
+func (l *leastActive) removed(slot int) {
+	c := l.st.active[slot]
+	l.unlink(slot, c)
+	if c != l.min || l.head[c] != none {
+		return
+	}
+	l.min = -1
+	for k := c + 1; k < len(l.head); k++ {
+		if l.head[k] != none {
+			l.min = k
+			break
+		}
+	}
+}
