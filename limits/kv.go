@@ -1,0 +1,666 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// The KV backend keeps a shared set's whole state in ONE key of a JetStream KV
+// bucket: every rate limit's state and every resource holder's lease. An
+// acquisition over several limits is therefore one read-modify-write, made
+// atomic by a compare-and-set on the key's revision (kv.Update): a writer that
+// lost the race gets jetstream.ErrKeyRevisionMismatch and redoes the
+// computation on the newer state. Nothing is ever admitted from a state that
+// was not the latest, which is what makes the shared limits exact.
+//
+// Each set also watches the key: the watch keeps a fresh copy of the state
+// (so most acquisitions are one round trip, the CAS itself) and wakes waiters
+// when another process releases or refunds.
+
+const (
+	// setupTimeout bounds NewSet's bucket and key setup, Release, and Close's
+	// return of leased units: calls that take no context.
+	setupTimeout = 10 * time.Second
+	// maxConflicts CAS conflicts in a row are retried after a jittered backoff;
+	// then the caller waits for the state to move (the watch) before trying again.
+	maxConflicts = 8
+	backoffBase  = 100 * time.Microsecond
+	backoffMax   = 10 * time.Millisecond
+)
+
+type kvBackend struct {
+	s       *Set
+	name    string
+	kv      jetstream.KeyValue
+	sig     string
+	holder  string
+	margin  int64 // MaxSkew, ns
+	resTTL  int64 // ResourceLeaseTTL, ns
+	hasRes  bool
+	gate    chan struct{} // one transaction of this set in flight at a time
+	done    chan struct{} // closed by Close: waiters give up
+	bgCtx   context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	watcher jetstream.KeyWatcher
+	lease   *reservoir // Lease mode only
+
+	mu   sync.Mutex
+	cur  snapshot
+	wake chan struct{}
+	held []float64 // resource slots held through this set, by def index
+	lost bool      // our resource lease expired before renewal (logged once)
+}
+
+// snapshot is one revision of the key.
+type snapshot struct {
+	rev     uint64
+	raw     []byte
+	st      *sharedState // decoded lazily, then immutable
+	missing bool         // the key was deleted or purged
+}
+
+// sharedState is the value of a shared set's key.
+type sharedState struct {
+	// Sig is the set's definition; every process must agree on it.
+	Sig string `msgpack:"g"`
+	// Rates holds each rate or call limit's state, by def index.
+	Rates []rateState `msgpack:"r"`
+	// Holders maps each holder of resource slots to its lease.
+	Holders map[string]holder `msgpack:"h,omitempty"`
+}
+
+// holder is one process's (one set's) resource lease.
+type holder struct {
+	_msgpack struct{}  `msgpack:",as_array"`
+	Expires  int64     // Unix ns, by the holder's clock; others add MaxSkew
+	Slots    []float64 // by def index
+}
+
+func (st *sharedState) clone() *sharedState {
+	c := &sharedState{Sig: st.Sig, Rates: make([]rateState, len(st.Rates))}
+	for i := range st.Rates {
+		c.Rates[i] = st.Rates[i].clone()
+	}
+	if len(st.Holders) > 0 {
+		c.Holders = make(map[string]holder, len(st.Holders))
+		for k, h := range st.Holders {
+			h.Slots = slices.Clone(h.Slots)
+			c.Holders[k] = h
+		}
+	}
+	return c
+}
+
+func newKVBackend(s *Set) (*kvBackend, error) {
+	o := s.opts
+	sigs := make([]string, len(s.defs))
+	b := &kvBackend{s: s, name: o.Name, margin: int64(o.MaxSkew), resTTL: int64(o.ResourceLeaseTTL),
+		gate: make(chan struct{}, 1), done: make(chan struct{}), held: make([]float64, len(s.defs)), holder: o.Holder}
+	for i, d := range s.defs {
+		sigs[i] = d.signature()
+		b.hasRes = b.hasRes || d.kind == kindResource
+	}
+	b.sig = strings.Join(sigs, ";")
+	if b.holder == "" {
+		host, _ := os.Hostname()
+		b.holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), nuid.Next())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	js, err := jetstream.New(o.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("limits: shared set %q: %w", o.Name, err)
+	}
+	b.kv, err = js.KeyValue(ctx, o.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		b.kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: o.Bucket, History: 1,
+			Description: "natsfleet shared limit sets"})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			b.kv, err = js.KeyValue(ctx, o.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("limits: shared set %q: bucket %q: %w", o.Name, o.Bucket, err)
+	}
+	if err := b.fetch(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := b.latest(ctx); err != nil {
+		return nil, err
+	}
+	b.bgCtx, b.cancel = context.WithCancel(context.Background())
+	b.watcher, err = b.kv.Watch(b.bgCtx, o.Name)
+	if err != nil {
+		b.cancel()
+		return nil, fmt.Errorf("limits: shared set %q: watching: %w", o.Name, err)
+	}
+	b.wg.Add(1)
+	go b.watch()
+	if b.hasRes {
+		b.wg.Add(1)
+		go b.keepalive()
+	}
+	if o.Mode == Lease {
+		b.lease = newReservoir(b)
+		b.wg.Add(1)
+		go b.lease.loop()
+	}
+	return b, nil
+}
+
+func (b *kvBackend) now() int64 { return b.s.opts.Clock().UnixNano() }
+
+func (b *kvBackend) initial(now int64) *sharedState {
+	st := &sharedState{Sig: b.sig, Rates: make([]rateState, len(b.s.defs))}
+	for i, d := range b.s.defs {
+		if d.kind != kindResource {
+			st.Rates[i] = b.s.params[i].init(now)
+		}
+	}
+	return st
+}
+
+// fetch reads the key, creating it when missing, and stores what it found.
+func (b *kvBackend) fetch(ctx context.Context) error {
+	for {
+		e, err := b.kv.Get(ctx, b.name)
+		if err == nil {
+			b.store(snapshot{rev: e.Revision(), raw: e.Value()})
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("limits: reading shared set %q: %w", b.name, err)
+		}
+		st := b.initial(b.now())
+		raw, err := msgpack.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("limits: encoding shared set %q: %w", b.name, err)
+		}
+		rev, err := b.kv.Create(ctx, b.name, raw)
+		if err == nil {
+			b.store(snapshot{rev: rev, raw: raw, st: st})
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("limits: creating shared set %q: %w", b.name, err)
+		}
+		// Another process created it first: read theirs.
+	}
+}
+
+// store keeps s if it is newer than what we have and wakes the waiters.
+func (b *kvBackend) store(s snapshot) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.rev <= b.cur.rev {
+		return
+	}
+	b.cur = s
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
+}
+
+// latest returns the newest state seen, decoded, reading the key if the last
+// thing seen was a deletion.
+func (b *kvBackend) latest(ctx context.Context) (snapshot, error) {
+	b.mu.Lock()
+	snap := b.cur
+	b.mu.Unlock()
+	if snap.missing {
+		if err := b.fetch(ctx); err != nil {
+			return snap, err
+		}
+		b.mu.Lock()
+		snap = b.cur
+		b.mu.Unlock()
+	}
+	if snap.st != nil {
+		return snap, nil
+	}
+	st, err := b.decode(snap.raw)
+	if err != nil {
+		return snap, err
+	}
+	snap.st = st
+	b.mu.Lock()
+	if b.cur.rev == snap.rev {
+		b.cur.st = st
+	}
+	b.mu.Unlock()
+	return snap, nil
+}
+
+func (b *kvBackend) decode(raw []byte) (*sharedState, error) {
+	st := new(sharedState)
+	if err := msgpack.Unmarshal(raw, st); err != nil {
+		return nil, fmt.Errorf("limits: decoding shared set %q: %w", b.name, err)
+	}
+	if st.Sig != b.sig || len(st.Rates) != len(b.s.defs) {
+		return nil, invalidf("shared set %q holds other limits (%s) than given (%s): use another name, or delete key %q of bucket %q when no process uses it",
+			b.name, st.Sig, b.sig, b.name, b.s.opts.Bucket)
+	}
+	return st, nil
+}
+
+// waitChan returns a channel closed at the next change of state, or changed
+// true if the state already moved past rev.
+func (b *kvBackend) waitChan(rev uint64) (wake <-chan struct{}, changed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur.rev != rev {
+		return nil, true
+	}
+	if b.wake == nil {
+		b.wake = make(chan struct{})
+	}
+	return b.wake, false
+}
+
+// txFunc computes a new state from st at now, in place. It returns what
+// blocks it (then st is dropped), or whether st must be written.
+type txFunc func(st *sharedState, now int64) (bl blocker, write bool)
+
+// txMode says how a transaction treats a blocked txFunc.
+type txMode uint8
+
+const (
+	txTry        txMode = iota // fail with ErrWouldWait
+	txWait                     // wait for a change or the hinted time; give up when the set closes
+	txBackground               // never blocked; keeps working after Close
+)
+
+// update runs fn on the newest state and writes the result with a
+// compare-and-set, until it succeeds, fn blocks (txTry), ctx ends or the set
+// closes (txWait). commit runs after a successful write, still in order with
+// this set's other transactions. It returns the now of the successful run.
+func (b *kvBackend) update(ctx context.Context, mode txMode, fn txFunc, commit func(now int64)) (int64, error) {
+	var done <-chan struct{}
+	if mode == txWait {
+		done = b.done
+	}
+	conflicts := 0
+	for {
+		select {
+		case b.gate <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-done:
+			return 0, ErrClosed
+		}
+		snap, err := b.latest(ctx)
+		if err != nil {
+			<-b.gate
+			return 0, err
+		}
+		st := snap.st.clone()
+		now := b.now()
+		bl, write := fn(st, now)
+		if bl.wait != 0 {
+			wake, changed := b.waitChan(snap.rev)
+			<-b.gate
+			switch {
+			case changed:
+			case mode != txWait:
+				return 0, wouldWait(bl.key, bl.wait)
+			default:
+				if err := sleep(ctx, wake, done, bl.wait); err != nil {
+					return 0, waitErr(bl.key, err)
+				}
+			}
+			continue
+		}
+		if !write {
+			<-b.gate
+			return now, nil
+		}
+		raw, err := msgpack.Marshal(st)
+		if err != nil {
+			<-b.gate
+			return 0, fmt.Errorf("limits: encoding shared set %q: %w", b.name, err)
+		}
+		rev, err := b.kv.Update(ctx, b.name, raw, snap.rev)
+		if err == nil {
+			b.store(snapshot{rev: rev, raw: raw, st: st})
+			if commit != nil {
+				commit(now)
+			}
+			<-b.gate
+			return now, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			<-b.gate
+			return 0, fmt.Errorf("limits: writing shared set %q: %w", b.name, err)
+		}
+		// Lost a race with another process. Back off with jitter while holding
+		// the gate (this process's other callers would only collide too), then
+		// retry on the newer state; after maxConflicts, wait for the watch to
+		// show the state moving.
+		conflicts++
+		if conflicts <= maxConflicts {
+			err = sleep(ctx, nil, done, jitter(conflicts))
+			if err == nil {
+				err = b.refreshPast(ctx, snap.rev)
+			}
+			<-b.gate
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		conflicts = 0
+		wake, changed := b.waitChan(snap.rev)
+		<-b.gate
+		if !changed {
+			if err := sleep(ctx, wake, done, jitter(maxConflicts)); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// refreshPast makes sure the state we hold is newer than rev, reading the key
+// if the watch has not delivered a newer one yet.
+func (b *kvBackend) refreshPast(ctx context.Context, rev uint64) error {
+	b.mu.Lock()
+	stale := b.cur.rev <= rev
+	b.mu.Unlock()
+	if stale {
+		return b.fetch(ctx)
+	}
+	return nil
+}
+
+// jitter is a random backoff in [d/2, d], d doubling per conflict.
+func jitter(conflicts int) int64 {
+	d := min(int64(backoffMax), int64(backoffBase)<<min(conflicts-1, 16))
+	return d/2 + rand.Int64N(d/2+1)
+}
+
+func (b *kvBackend) watch() {
+	defer b.wg.Done()
+	for e := range b.watcher.Updates() {
+		if e == nil {
+			continue
+		}
+		if e.Operation() == jetstream.KeyValuePut {
+			b.store(snapshot{rev: e.Revision(), raw: e.Value()})
+		} else {
+			b.store(snapshot{rev: e.Revision(), missing: true})
+		}
+	}
+}
+
+// prune drops resource leases expired by now (MaxSkew late, so that a holder
+// whose clock is behind ours is not cut short).
+func (b *kvBackend) prune(st *sharedState, now int64) {
+	for k, h := range st.Holders {
+		if h.Expires+b.margin <= now {
+			delete(st.Holders, k)
+		}
+	}
+}
+
+// inUse is how many slots of resource i the live holders hold.
+func inUse(st *sharedState, i int) float64 {
+	var n float64
+	for _, h := range st.Holders {
+		if i < len(h.Slots) {
+			n += h.Slots[i]
+		}
+	}
+	return n
+}
+
+// expiryHint is how long until another holder of resource i could be judged
+// dead: when to look again if nobody releases.
+func (b *kvBackend) expiryHint(st *sharedState, i int, now int64) int64 {
+	w := int64(untilChange)
+	for k, h := range st.Holders {
+		if k != b.holder && i < len(h.Slots) && h.Slots[i] > 0 {
+			w = min(w, max(1, h.Expires+b.margin-now))
+		}
+	}
+	return w
+}
+
+// check reports what blocks a's amounts in st at now (st advanced to now).
+func (b *kvBackend) check(st *sharedState, now int64, a *Acquisition) blocker {
+	var bl blocker
+	for i, d := range b.s.defs {
+		if a.taken&(1<<i) == 0 {
+			continue
+		}
+		if d.kind == kindResource {
+			if inUse(st, i)+a.amounts[i] > d.capacity {
+				bl.add(d.key, b.expiryHint(st, i, now))
+			}
+			continue
+		}
+		p := &b.s.params[i]
+		p.advance(&st.Rates[i], now)
+		bl.add(d.key, p.wait(&st.Rates[i], now, a.amounts[i]))
+	}
+	return bl
+}
+
+// takeResources adds a's resource slots to our lease in st and renews it.
+func (b *kvBackend) takeResources(st *sharedState, now int64, a *Acquisition) {
+	var h holder
+	touched := false
+	for i, d := range b.s.defs {
+		if a.taken&(1<<i) == 0 || d.kind != kindResource {
+			continue
+		}
+		if !touched {
+			h, touched = st.Holders[b.holder], true
+			if len(h.Slots) < len(b.s.defs) {
+				h.Slots = append(h.Slots, make([]float64, len(b.s.defs)-len(h.Slots))...)
+			}
+		}
+		h.Slots[i] += a.amounts[i]
+	}
+	if touched {
+		h.Expires = now + b.resTTL
+		if st.Holders == nil {
+			st.Holders = make(map[string]holder)
+		}
+		st.Holders[b.holder] = h
+	}
+}
+
+// holdResources counts a's resource slots as held by this set (or, with
+// sign -1, no longer held): the keepalive renews what is held.
+func (b *kvBackend) holdResources(a *Acquisition, sign float64) bool {
+	holds := false
+	b.mu.Lock()
+	for i, d := range b.s.defs {
+		if a.taken&(1<<i) != 0 && d.kind == kindResource {
+			b.held[i] += sign * a.amounts[i]
+			holds = true
+		}
+	}
+	b.mu.Unlock()
+	return holds
+}
+
+func (b *kvBackend) acquire(ctx context.Context, a *Acquisition, block bool) error {
+	if b.lease != nil {
+		return b.lease.acquire(ctx, a, block)
+	}
+	mode := txTry
+	if block {
+		mode = txWait
+	}
+	now, err := b.update(ctx, mode, func(st *sharedState, now int64) (blocker, bool) {
+		b.prune(st, now)
+		if bl := b.check(st, now, a); bl.wait != 0 {
+			return bl, false
+		}
+		for i, d := range b.s.defs {
+			if a.taken&(1<<i) != 0 && d.kind != kindResource {
+				b.s.params[i].take(&st.Rates[i], now, a.amounts[i], now)
+			}
+		}
+		b.takeResources(st, now, a)
+		return blocker{}, true
+	}, func(int64) { b.holdResources(a, 1) })
+	a.at = now
+	return err
+}
+
+func (b *kvBackend) release(a *Acquisition) error {
+	hasRes := b.holdResources(a, -1)
+	refunds := false
+	if b.lease != nil {
+		b.lease.refund(a)
+	} else {
+		for i := range b.s.defs {
+			refunds = refunds || (a.taken&(1<<i) != 0 && a.refund(i) > 0)
+		}
+	}
+	if !hasRes && !refunds {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	_, err := b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
+		b.prune(st, now)
+		if h, ok := st.Holders[b.holder]; ok && hasRes {
+			empty := true
+			for i, d := range b.s.defs {
+				if a.taken&(1<<i) != 0 && d.kind == kindResource && i < len(h.Slots) {
+					h.Slots[i] = max(0, h.Slots[i]-a.amounts[i])
+				}
+				empty = empty && (i >= len(h.Slots) || h.Slots[i] == 0)
+			}
+			if empty {
+				delete(st.Holders, b.holder)
+			} else {
+				st.Holders[b.holder] = h
+			}
+		}
+		if refunds {
+			for i := range b.s.defs {
+				if r := a.refund(i); a.taken&(1<<i) != 0 && r > 0 {
+					b.s.params[i].advance(&st.Rates[i], now)
+					b.s.params[i].refund(&st.Rates[i], now, r)
+				}
+			}
+		}
+		return blocker{}, true
+	}, nil)
+	return err
+}
+
+// keepalive renews this set's resource lease while it holds slots, every
+// ResourceLeaseTTL/4, so that a live holder keeps them for as long as it works.
+func (b *kvBackend) keepalive() {
+	defer b.wg.Done()
+	every := time.Duration(b.resTTL / 4)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.bgCtx.Done():
+			return
+		case <-t.C:
+		}
+		if err := b.renew(every); err != nil && b.bgCtx.Err() == nil {
+			b.s.opts.Logger.Error("limits: renewing resource lease", "set", b.name, "holder", b.holder, "err", err)
+		}
+	}
+}
+
+func (b *kvBackend) renew(timeout time.Duration) error {
+	b.mu.Lock()
+	holding := slices.ContainsFunc(b.held, func(n float64) bool { return n > 0 })
+	b.mu.Unlock()
+	if !holding {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(b.bgCtx, timeout)
+	defer cancel()
+	_, err := b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
+		b.prune(st, now)
+		h, ok := st.Holders[b.holder]
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !ok {
+			if !b.lost {
+				b.lost = true
+				b.s.opts.Logger.Error("limits: resource lease expired before renewal; its slots may be in use by others",
+					"set", b.name, "holder", b.holder)
+			}
+			return blocker{}, false
+		}
+		// Keep only what this set still holds: a Release whose write failed
+		// is completed here.
+		for i := range h.Slots {
+			h.Slots[i] = min(h.Slots[i], b.held[i])
+		}
+		h.Expires = now + b.resTTL
+		st.Holders[b.holder] = h
+		return blocker{}, true
+	}, nil)
+	return err
+}
+
+func (b *kvBackend) stats() map[string]Stats {
+	b.mu.Lock()
+	snap := b.cur
+	b.mu.Unlock()
+	now := b.now()
+	st := snap.st
+	if st == nil && !snap.missing {
+		st, _ = b.decode(snap.raw)
+	}
+	if st == nil {
+		st = b.initial(now)
+	} else {
+		st = st.clone()
+	}
+	b.prune(st, now)
+	out := make(map[string]Stats, len(b.s.defs))
+	for i, d := range b.s.defs {
+		if d.kind == kindResource {
+			out[d.key] = resourceStats(d, inUse(st, i))
+			continue
+		}
+		p := &b.s.params[i]
+		p.advance(&st.Rates[i], now)
+		s := p.stats(d.key, &st.Rates[i], now)
+		if b.lease != nil {
+			s.Extra["leased_local"] = b.lease.local(i, now)
+		}
+		out[d.key] = s
+	}
+	return out
+}
+
+func (b *kvBackend) close() error {
+	close(b.done)
+	err := b.watcher.Stop()
+	b.cancel()
+	b.wg.Wait()
+	if b.lease != nil {
+		err = errors.Join(err, b.lease.returnAll())
+	}
+	if err != nil {
+		return fmt.Errorf("limits: closing shared set %q: %w", b.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,573 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Request names the amount to take from each limit. CallLimits and
+// ResourceLimits not named are taken with 1; RateLimits only when named. Keys
+// the set does not know are ignored (and logged once per key per set).
+type Request map[string]float64
+
+// Usage reports the amount actually used per key, for Acquisition.Update.
+type Usage map[string]float64
+
+// Provider is what workers acquire limits from: a *Set, a *Pool of sets, or
+// Noop.
+type Provider interface {
+	// Acquire takes every requested amount at once, all or nothing, waiting
+	// until all fit or ctx ends (then the error wraps ctx.Err()). A request
+	// above a limit's capacity fails at once with an *ExceedsCapacityError.
+	Acquire(ctx context.Context, req Request) (*Acquisition, error)
+	// TryAcquire is Acquire without waiting for capacity: it fails with an error
+	// wrapping ErrWouldWait when the request does not fit now. (A KV-backed set
+	// still makes its network round trip.)
+	TryAcquire(ctx context.Context, req Request) (*Acquisition, error)
+	// Stats reports every limit by key. For a Pool, see Pool.Stats.
+	Stats() map[string]Stats
+	// ForWorker returns the provider worker number index should use: a Set
+	// returns itself, a Pool a view whose round robin starts at index.
+	ForWorker(index int) Provider
+}
+
+// KVMode chooses how a KV-backed set admits.
+type KVMode uint8
+
+const (
+	// Exact writes every admission to the shared state: one compare-and-set per
+	// Acquire, about as fast as the bucket's CAS rate on a hot key.
+	Exact KVMode = iota
+	// Lease takes a batch of units per limit from the shared state into a local
+	// reservoir, serves admissions from it without a round trip, and gives the
+	// unused rest back when the lease ends. Admissions/s rise far above the CAS
+	// rate; the fleet-wide total still never exceeds capacity. Costs: a process
+	// may hold units another process waits for (up to LeaseTTL), and leased units
+	// are recorded as used at the end of the lease (see SetOptions.LeaseTTL).
+	Lease
+)
+
+func (m KVMode) String() string {
+	switch m {
+	case Exact:
+		return "exact"
+	case Lease:
+		return "lease"
+	}
+	return fmt.Sprintf("KVMode(%d)", uint8(m))
+}
+
+// DefaultBucket is the KV bucket shared sets live in unless SetOptions.Bucket
+// names another.
+const DefaultBucket = "natsfleet_limits"
+
+// SetOptions configures a Set. The zero value is an in-memory set.
+type SetOptions struct {
+	// Name, with Conn, makes the set shared: its state lives in one key of a
+	// JetStream KV bucket, and every set of every process naming it enforces the
+	// same limits together. They must be given the same limits (NewSet fails
+	// otherwise). Default "": an in-memory set, private to this process.
+	Name string
+	// Conn is the NATS connection of a shared set; required with Name.
+	Conn *nats.Conn
+	// Bucket is the KV bucket; created with history 1 if missing.
+	// Default DefaultBucket ("natsfleet_limits").
+	Bucket string
+	// Mode of a shared set. Default Exact.
+	Mode KVMode
+	// LeaseSize is how many units Lease mode takes per batch, for every rate
+	// and call limit of the set (capped at the limit's capacity). A batch is
+	// never smaller than the request that triggers it. Default: per limit,
+	// max(1, capacity/20), whole for the whole-unit algorithms.
+	LeaseSize float64
+	// LeaseTTL is how long Lease mode may use a batch; the unused rest goes back
+	// to the shared state then. Window algorithms record a leased batch as used
+	// at the end of its lease, which is what keeps the fleet-wide count exact; so
+	// a longer TTL delays when leased units leave the window. Default 200ms.
+	LeaseTTL time.Duration
+	// ResourceLeaseTTL is how long a shared set's ResourceLimit slots stay held
+	// without renewal. A keepalive renews them every ResourceLeaseTTL/4 while
+	// held, so a live holder keeps them however long it works; a process that
+	// dies gives them back after at most ResourceLeaseTTL+MaxSkew. Default 10s.
+	ResourceLeaseTTL time.Duration
+	// MaxSkew is the bound assumed on the difference between any two processes'
+	// clocks. Windowed admissions are recorded MaxSkew late and resource leases
+	// judged expired MaxSkew late, so skew up to MaxSkew never over-admits; it
+	// costs up to MaxSkew of extra window. Default 100ms.
+	MaxSkew time.Duration
+	// Clock tells the time. Default time.Now. Tests inject skewed or fixed
+	// clocks; waits still sleep in real time.
+	Clock func() time.Time
+	// Logger receives warnings (an unknown key, once per key per set) and
+	// errors of background work. Default slog.Default().
+	Logger *slog.Logger
+	// Holder identifies this set in resource leases of a shared set.
+	// Default: generated, hostname-pid-nuid.
+	Holder string
+}
+
+// Defaults of SetOptions.
+const (
+	defaultLeaseTTL         = 200 * time.Millisecond
+	defaultResourceLeaseTTL = 10 * time.Second
+	defaultMaxSkew          = 100 * time.Millisecond
+	// maxLimits per set: an acquisition tracks its limits in 64-bit masks.
+	maxLimits = 64
+	// inlineLimits: acquisitions of sets this small allocate once.
+	inlineLimits = 4
+)
+
+// Set enforces a group of limits together: each acquisition takes from all of
+// them at once or from none. Safe for concurrent use.
+type Set struct {
+	opts   SetOptions // defaults applied
+	defs   []limitDef // sorted by key: the order of the shared state
+	index  map[string]int
+	params []rateParams // by def index; zero for resources
+	be     backend
+	closed atomic.Bool
+	warned sync.Map // warning kind + key -> struct{}
+}
+
+// backend holds a set's state: in memory or in a KV bucket.
+type backend interface {
+	// acquire takes a's amounts, all or nothing, waiting when block.
+	acquire(ctx context.Context, a *Acquisition, block bool) error
+	// release returns a's resources and refunds a.refund(i) where it applies.
+	release(a *Acquisition) error
+	stats() map[string]Stats
+	close() error
+}
+
+// NewSet builds a set over ls. With opts.Name and opts.Conn the set's state is
+// shared through JetStream KV (the bucket is created if missing, the key
+// initialised or checked against ls); otherwise it lives in memory. Invalid
+// limits or options give an error wrapping ErrInvalidLimit. A set with no
+// limits admits everything at once.
+func NewSet(opts SetOptions, ls ...Limit) (*Set, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	if len(ls) > maxLimits {
+		return nil, invalidf("a set holds at most %d limits, got %d", maxLimits, len(ls))
+	}
+	s := &Set{opts: opts, index: make(map[string]int, len(ls))}
+	for _, l := range ls {
+		if l == nil {
+			return nil, invalidf("nil limit")
+		}
+		d, err := l.def()
+		if err != nil {
+			return nil, err
+		}
+		s.defs = append(s.defs, d)
+	}
+	sort.Slice(s.defs, func(i, j int) bool { return s.defs[i].key < s.defs[j].key })
+	margin := time.Duration(0)
+	if opts.Name != "" {
+		margin = opts.MaxSkew
+	}
+	for i, d := range s.defs {
+		if i > 0 && s.defs[i-1].key == d.key {
+			return nil, invalidf("duplicate limit key %q", d.key)
+		}
+		s.index[d.key] = i
+		var p rateParams
+		if d.kind != kindResource {
+			p = newRateParams(d, margin)
+		}
+		s.params = append(s.params, p)
+	}
+	if opts.Name == "" {
+		s.be = newMemBackend(s)
+		return s, nil
+	}
+	be, err := newKVBackend(s)
+	if err != nil {
+		return nil, err
+	}
+	s.be = be
+	return s, nil
+}
+
+func (o *SetOptions) normalize() error {
+	switch {
+	case o.Name != "" && o.Conn == nil:
+		return invalidf("shared set %q needs a connection (SetOptions.Conn)", o.Name)
+	case o.Name == "" && o.Conn != nil:
+		return invalidf("a connection without SetOptions.Name: name the shared set")
+	case o.Name == "" && o.Mode != Exact:
+		return invalidf("mode %v needs a shared set (SetOptions.Name and Conn)", o.Mode)
+	case o.Mode > Lease:
+		return invalidf("unknown mode %v", o.Mode)
+	case o.LeaseSize < 0 || math.IsNaN(o.LeaseSize) || math.IsInf(o.LeaseSize, 0):
+		return invalidf("lease size must be finite and >= 0, got %g", o.LeaseSize)
+	case o.LeaseTTL < 0 || o.ResourceLeaseTTL < 0 || o.MaxSkew < 0:
+		return invalidf("durations must be >= 0")
+	}
+	if o.Name != "" && !validKey(o.Name) {
+		return invalidf("set name %q is not a valid KV key (letters, digits, '-', '_', '=', '/', '.')", o.Name)
+	}
+	if o.Bucket == "" {
+		o.Bucket = DefaultBucket
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = defaultLeaseTTL
+	}
+	if o.ResourceLeaseTTL == 0 {
+		o.ResourceLeaseTTL = defaultResourceLeaseTTL
+	}
+	if o.MaxSkew == 0 {
+		o.MaxSkew = defaultMaxSkew
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+func validKey(k string) bool {
+	if k == "" || k[0] == '.' || k[len(k)-1] == '.' {
+		return false
+	}
+	for _, r := range k {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case r == '-', r == '_', r == '=', r == '/', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Acquire implements Provider.
+func (s *Set) Acquire(ctx context.Context, req Request) (*Acquisition, error) {
+	return s.acquire(ctx, req, true)
+}
+
+// TryAcquire implements Provider.
+func (s *Set) TryAcquire(ctx context.Context, req Request) (*Acquisition, error) {
+	return s.acquire(ctx, req, false)
+}
+
+func (s *Set) acquire(ctx context.Context, req Request, block bool) (*Acquisition, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	a := s.newAcquisition()
+	if err := s.resolve(req, a); err != nil {
+		return nil, err
+	}
+	if a.taken == 0 {
+		a.at = s.opts.Clock().UnixNano()
+		return a, nil
+	}
+	if err := s.be.acquire(ctx, a, block); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Stats implements Provider: one entry per limit key.
+func (s *Set) Stats() map[string]Stats { return s.be.stats() }
+
+// ForWorker implements Provider: a set is shared by all workers as it is.
+func (s *Set) ForWorker(int) Provider { return s }
+
+// Limits returns the set's limits, sorted by key.
+func (s *Set) Limits() []Limit {
+	ls := make([]Limit, len(s.defs))
+	for i, d := range s.defs {
+		ls[i] = d.limit
+	}
+	return ls
+}
+
+// Close stops the set's background work (the KV watch, the resource
+// keepalive, lease returns) and gives back units leased but unused. Acquire then
+// fails with ErrClosed, also for callers already waiting. Acquisitions still
+// held are NOT released: their Release keeps working (it needs the NATS
+// connection open), and a shared set's resource slots that nobody releases
+// return by themselves within ResourceLeaseTTL+MaxSkew, since the keepalive
+// has stopped. Releasing them at Close instead would let other holders in
+// while this process may still be using them. Close is idempotent.
+func (s *Set) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.be.close()
+}
+
+// resolve fills a's amounts from req with concurry's rules and checks them.
+func (s *Set) resolve(req Request, a *Acquisition) error {
+	named := 0
+	for i, d := range s.defs {
+		bit := uint64(1) << i
+		n, ok := req[d.key]
+		if ok {
+			named++
+		} else if d.kind == kindRate {
+			continue
+		} else {
+			n = 1
+		}
+		if err := s.checkAmount(d, n); err != nil {
+			return err
+		}
+		if n > d.capacity {
+			return &ExceedsCapacityError{Key: d.key, Requested: n, Capacity: d.capacity}
+		}
+		if n == 0 {
+			continue
+		}
+		a.amounts[i] = n
+		a.taken |= bit
+		if (d.kind == kindRate) || (d.kind == kindCall && n > 1) {
+			a.mustUpdate |= bit
+		}
+	}
+	if named < len(req) {
+		for k := range req {
+			if _, ok := s.index[k]; !ok {
+				s.warnOnce("request", k, "limits: unknown limit key in acquisition request; ignored")
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Set) checkAmount(d limitDef, n float64) error {
+	if !(n >= 0) || math.IsInf(n, 1) {
+		return amountf("requested amount must be finite and >= 0, got %g for limit %q", n, d.key)
+	}
+	if (d.kind == kindResource || d.alg.wholeUnits()) && n != math.Trunc(n) {
+		what := string(d.alg)
+		if d.kind == kindResource {
+			what = "resource"
+		}
+		return amountf("fractional amount %g for %s limit %q: it counts whole units (use token_bucket or gcra for fractional amounts)", n, what, d.key)
+	}
+	return nil
+}
+
+func (s *Set) warnOnce(kind, key, msg string) {
+	if _, seen := s.warned.LoadOrStore(kind+"\x00"+key, struct{}{}); seen {
+		return
+	}
+	s.opts.Logger.Warn(msg, "key", key, "known_keys", s.keys(), "set", s.opts.Name)
+}
+
+func (s *Set) keys() []string {
+	ks := make([]string, len(s.defs))
+	for i, d := range s.defs {
+		ks[i] = d.key
+	}
+	return ks
+}
+
+// Acquisition is what Acquire granted. Report actual usage with Update, then
+// Release (typically deferred). Safe for concurrent use.
+type Acquisition struct {
+	set        *Set // nil: Noop's acquisition
+	at         int64
+	amounts    []float64 // requested, by def index
+	used       []float64 // reported usage, by def index
+	taken      uint64
+	mustUpdate uint64
+	updated    uint64
+	mu         sync.Mutex
+	released   bool
+	buf        [2 * inlineLimits]float64
+}
+
+func (s *Set) newAcquisition() *Acquisition {
+	a := &Acquisition{set: s}
+	if n := len(s.defs); n <= inlineLimits {
+		a.amounts, a.used = a.buf[:n:n], a.buf[inlineLimits:inlineLimits+n]
+	} else {
+		b := make([]float64, 2*n)
+		a.amounts, a.used = b[:n:n], b[n:]
+	}
+	return a
+}
+
+// Time is when the limits admitted the acquisition, by the set's clock.
+func (a *Acquisition) Time() time.Time { return time.Unix(0, a.at) }
+
+// Requested returns the amount taken from the limit key (0 if none).
+func (a *Acquisition) Requested(key string) float64 {
+	if a.set == nil {
+		return 0
+	}
+	if i, ok := a.set.index[key]; ok {
+		return a.amounts[i]
+	}
+	return 0
+}
+
+// Update records the amount actually used per key; the last call wins. Release
+// refunds requested-minus-used where the algorithm allows (token bucket, GCRA).
+// Usage above the request is logged and counted as the request (the units were
+// spent; nothing more is taken). Unknown keys are logged once and ignored.
+// Errors: ErrReleased after Release; ErrInvalidAmount for a negative amount or
+// an implicit CallLimit usage other than 1 (nothing is recorded then).
+func (a *Acquisition) Update(u Usage) error {
+	s := a.set
+	if s == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.released {
+		return ErrReleased
+	}
+	for k, v := range u {
+		i, ok := s.index[k]
+		if !ok || a.taken&(1<<i) == 0 {
+			continue
+		}
+		if !(v >= 0) || math.IsInf(v, 1) {
+			return amountf("usage must be finite and >= 0, got %g for limit %q", v, k)
+		}
+		if s.defs[i].kind == kindCall && a.amounts[i] == 1 && v != 1 {
+			return amountf("usage %g for limit %q of an implicit acquisition must be 1", v, k)
+		}
+	}
+	for k, v := range u {
+		i, ok := s.index[k]
+		if !ok || a.taken&(1<<i) == 0 {
+			s.warnOnce("update", k, "limits: update of a limit key not acquired; ignored")
+			continue
+		}
+		if v > a.amounts[i] {
+			s.warnOnce("overuse", k, "limits: usage exceeds the requested amount; counted as the requested amount")
+			v = a.amounts[i]
+		}
+		a.used[i] = v
+		a.updated |= 1 << i
+	}
+	return nil
+}
+
+// Release gives back what the acquisition holds: resource slots, and unused
+// units of refunding algorithms. It is idempotent, and it releases everything
+// even when a required Update is missing (those limits count as fully used);
+// then it also returns a *NotUpdatedError naming the keys. A shared set's
+// Release waits at most 10s for the bucket.
+func (a *Acquisition) Release() error {
+	s := a.set
+	if s == nil {
+		return nil
+	}
+	a.mu.Lock()
+	if a.released {
+		a.mu.Unlock()
+		return nil
+	}
+	a.released = true
+	missing := a.mustUpdate &^ a.updated
+	a.mu.Unlock()
+	var err error
+	if a.holdsReturnable() {
+		err = s.be.release(a)
+	}
+	if missing != 0 {
+		var keys []string
+		for i, d := range s.defs {
+			if missing&(1<<i) != 0 {
+				keys = append(keys, d.key)
+			}
+		}
+		err = errors.Join(err, &NotUpdatedError{Keys: keys})
+	}
+	return err
+}
+
+// holdsReturnable reports whether release has anything to give back.
+func (a *Acquisition) holdsReturnable() bool {
+	for i, d := range a.set.defs {
+		if a.taken&(1<<i) != 0 && (d.kind == kindResource || a.refund(i) > 0) {
+			return true
+		}
+	}
+	return false
+}
+
+// refund is what release gives back to rate limit i.
+func (a *Acquisition) refund(i int) float64 {
+	if a.updated&(1<<i) == 0 || !a.set.defs[i].alg.refunds() {
+		return 0
+	}
+	return a.amounts[i] - a.used[i]
+}
+
+// untilChange is a wait with no known end: only a change of state (a release)
+// can end it.
+const untilChange = math.MaxInt64
+
+// sleep waits for wake to close, d nanoseconds (untilChange: no timer), ctx, or
+// done.
+func sleep(ctx context.Context, wake, done <-chan struct{}, d int64) error {
+	var timer <-chan time.Time
+	if d < untilChange {
+		t := time.NewTimer(time.Duration(d))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-wake:
+	case <-timer:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return ErrClosed
+	}
+	return nil
+}
+
+func waitErr(key string, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("limits: waiting for limit %q: %w", key, err)
+}
+
+func wouldWait(key string, d int64) error {
+	if d >= untilChange {
+		return fmt.Errorf("%w: limit %q is held", ErrWouldWait, key)
+	}
+	return fmt.Errorf("%w: limit %q frees up in %v", ErrWouldWait, key, time.Duration(d))
+}
+
+// blocker accumulates why an acquisition cannot proceed: the first limit
+// that blocks, and the longest wait (untilChange dominates only when no limit
+// has a known wait, since a timer is needed for those anyway).
+type blocker struct {
+	key  string
+	wait int64 // 0: not blocked
+}
+
+func (b *blocker) add(key string, w int64) {
+	if w == 0 {
+		return
+	}
+	if b.wait == 0 {
+		b.key = key
+	}
+	if b.wait == 0 || b.wait == untilChange || (w != untilChange && w > b.wait) {
+		b.wait = w
+	}
+}
