@@ -265,7 +265,7 @@ func (p *rateParams) stats(key string, st *rateState, now int64) Stats {
 	windowSec := float64(p.window) / 1e9
 	perSecond := p.capacity / windowSec
 	s := Stats{Key: key, Algorithm: p.alg, Capacity: p.capacity, Available: avail,
-		Utilization: 1 - avail/p.capacity, Extra: map[string]float64{"window": windowSec}}
+		Utilization: (p.capacity - avail) / p.capacity, Extra: map[string]float64{"window": windowSec}}
 	switch p.alg {
 	case TokenBucket:
 		s.Extra["available_tokens"], s.Extra["max_rate"] = avail, perSecond

@@ -132,7 +132,7 @@ func (p *Pool) Stats() map[string]Stats {
 		}
 	}
 	for k, st := range out {
-		st.Utilization = 1 - st.Available/st.Capacity
+		st.Utilization = (st.Capacity - st.Available) / st.Capacity
 		out[k] = st
 	}
 	return out
