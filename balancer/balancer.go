@@ -119,7 +119,7 @@ func (b *Balancer) grow(n int) {
 // Pick selects a live slot whose in-flight count is below limit (limit <= 0
 // means no cap) and records the start of a call on it: its active count and
 // total go up by one, and so does the Balancer's total_dispatched. It returns
-// ok=false, recording nothing, when no live slot has room.
+// -1, false, recording nothing, when no live slot has room.
 //
 // Pick is meant to be called with the same limit every time (a pool's
 // per-worker cap); a different limit rebuilds the eligibility structures once,
