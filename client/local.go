@@ -1,0 +1,147 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+
+	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/fleet"
+)
+
+// localBackend hosts workers in this process: goroutines (Thread, Asyncio) or the caller itself (Sync).
+type localBackend struct {
+	pool *Pool
+	args []any
+}
+
+type localHandle struct{ w *fleet.Worker }
+
+func (b *localBackend) start(_ context.Context, index int) (handle, error) {
+	p := b.pool
+	w, err := p.kind.Start(fleet.WorkerOptions{
+		ID:         p.id + "-" + strconv.Itoa(index),
+		Index:      index,
+		Concurrent: p.opts.Mode == Asyncio,
+		Limits:     p.lims,
+	}, b.args...)
+	if err != nil {
+		return nil, err
+	}
+	return localHandle{w}, nil
+}
+
+func (b *localBackend) prepare(c *call) error {
+	p := b.pool
+	m, err := p.kind.Method(c.method)
+	if err != nil {
+		return err
+	}
+	args, err := decodeRawArgs(m, c.args)
+	if err != nil {
+		return err
+	}
+	in, err := m.Args(args)
+	if err != nil {
+		return err
+	}
+	c.Method, c.Args = m, in
+	c.Retry = p.retry.forMethod(c.method)
+	base := p.ctx
+	if c.cx != nil {
+		base = c.cx.ctx
+	}
+	if m.TakesContext() {
+		c.Ctx, c.Cancel = context.WithCancel(base)
+		c.ownCtx = true
+	} else {
+		c.Ctx = base
+	}
+	if p.sink != nil {
+		c.CallID = p.id + "." + strconv.FormatUint(p.nextCallID(), 10)
+		c.Progress = func(ev codec.Progress) { p.sink(progressEvent(c, ev)) }
+	}
+	return nil
+}
+
+// decodeRawArgs decodes results of remote futures passed on to an in-process method into its parameter types.
+func decodeRawArgs(m *fleet.Method, args []any) ([]any, error) {
+	params := m.Params()
+	out := args
+	for i, a := range args {
+		rv, ok := a.(rawValue)
+		if !ok {
+			continue
+		}
+		if i >= len(params) {
+			break // the count error is reported by Method.Args
+		}
+		if &out[0] == &args[0] {
+			out = append([]any(nil), args...)
+		}
+		v := reflect.New(params[i])
+		if err := rv.codec.Unmarshal(rv.raw, v.Interface()); err != nil {
+			return nil, m.BadArguments(fmt.Errorf("argument %d: %w", i, err))
+		}
+		out[i] = v.Elem().Interface()
+	}
+	return out, nil
+}
+
+func (b *localBackend) close(context.Context) error { return nil }
+
+func (h localHandle) id() string                     { return h.w.ID() }
+func (h localHandle) send(c *call)                   { c.worker = h.w.ID(); h.w.Submit(&c.Task) }
+func (h localHandle) stop(ctx context.Context) error { return h.w.Stop(ctx) }
+func (h localHandle) stats() fleet.WorkerStats       { return h.w.Stats() }
+
+// runInline runs a Sync-mode call in the caller's goroutine; the future is done when Call returns.
+func (p *Pool) runInline(c *call) {
+	p.mu.Lock()
+	slot, ok := p.bal.Pick(0)
+	if !ok {
+		p.mu.Unlock()
+		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+		return
+	}
+	c.slot = slot
+	w := p.slots[slot].(localHandle).w
+	p.mu.Unlock()
+	p.syncMu.Lock()
+	res, err := w.Run(&c.Task)
+	p.syncMu.Unlock()
+	c.complete(res, nil, err)
+}
+
+// runOnDemand starts a worker for c alone, runs c on it and stops it.
+func (p *Pool) runOnDemand(c *call) {
+	defer p.onDemandWG.Done()
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.StartTimeout)
+	h, err := p.be.start(ctx, 0)
+	cancel()
+	if err == nil {
+		p.mu.Lock()
+		p.onDemand[h] = struct{}{}
+		p.onDemandTotal++
+		p.mu.Unlock()
+		h.send(c)
+		<-c.doneChan()
+		stopCtx, cancel := context.WithTimeout(context.Background(), p.opts.StartTimeout)
+		err = h.stop(stopCtx)
+		cancel()
+		if err != nil {
+			p.opts.Logger.Warn("client: stop on-demand worker", "worker", h.id(), "err", err)
+		}
+	} else {
+		c.complete(nil, nil, fmt.Errorf("client: start on-demand worker of %s: %w", p.name, err))
+	}
+	p.mu.Lock()
+	delete(p.onDemand, h)
+	p.onDemandActive--
+	next, hs := p.drainLocked()
+	p.mu.Unlock()
+	for i, n := range next {
+		p.dispatch(hs[i], n)
+	}
+}

@@ -1,0 +1,154 @@
+package client
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/fleet"
+)
+
+// replyMux receives the replies of every call made on one connection through one wildcard subscription, and routes
+// them to their calls by the last token of the reply subject. Pending calls live in sharded maps so concurrent
+// callers and the reply goroutine rarely meet on a lock.
+type replyMux struct {
+	nc     *nats.Conn
+	id     string // call IDs are id + counter, unique in the fleet
+	prefix string // reply subjects are prefix + counter (base 36)
+	sub    *nats.Subscription
+	next   atomic.Uint64 // reply subject counters
+	ids    atomic.Uint64 // call ID counters
+	shards [muxShards]muxShard
+	refs   int // guarded by muxes
+}
+
+const muxShards = 64
+
+type muxShard struct {
+	mu sync.Mutex
+	m  map[uint64]*call
+	_  [40]byte // keep shards on separate cache lines
+}
+
+var muxes = struct {
+	sync.Mutex
+	m map[*nats.Conn]*replyMux
+}{m: make(map[*nats.Conn]*replyMux)}
+
+// acquireMux returns the connection's mux, creating it on first use; releaseMux drops it after its last user.
+func acquireMux(nc *nats.Conn) (*replyMux, error) {
+	muxes.Lock()
+	defer muxes.Unlock()
+	if m := muxes.m[nc]; m != nil {
+		m.refs++
+		return m, nil
+	}
+	m := &replyMux{nc: nc, id: nuid.Next() + "-", refs: 1}
+	m.prefix = nc.NewInbox() + "."
+	for i := range m.shards {
+		m.shards[i].m = make(map[uint64]*call)
+	}
+	sub, err := nc.Subscribe(m.prefix+"*", m.onReply)
+	if err != nil {
+		return nil, fmt.Errorf("client: subscribe to replies: %w", err)
+	}
+	// Pipelined calls can have far more replies in flight than the default limits allow; the pools' in-flight caps
+	// bound them instead.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("client: reply subscription limits: %w", err)
+	}
+	m.sub = sub
+	muxes.m[nc] = m
+	return m, nil
+}
+
+func releaseMux(m *replyMux) {
+	muxes.Lock()
+	defer muxes.Unlock()
+	m.refs--
+	if m.refs > 0 {
+		return
+	}
+	delete(muxes.m, m.nc)
+	_ = m.sub.Unsubscribe()
+}
+
+// register files c under a new ID and returns the counter its reply subject ends with.
+func (m *replyMux) register(c *call) uint64 {
+	n := m.next.Add(1)
+	s := &m.shards[n%muxShards]
+	s.mu.Lock()
+	s.m[n] = c
+	s.mu.Unlock()
+	return n
+}
+
+func (m *replyMux) lookup(n uint64, remove bool) *call {
+	s := &m.shards[n%muxShards]
+	s.mu.Lock()
+	c := s.m[n]
+	if remove && c != nil {
+		delete(s.m, n)
+	}
+	s.mu.Unlock()
+	return c
+}
+
+func (m *replyMux) forget(n uint64) { m.lookup(n, true) }
+
+func (m *replyMux) onReply(msg *nats.Msg) {
+	n, err := strconv.ParseUint(msg.Subject[len(m.prefix):], 36, 64)
+	if err != nil {
+		return
+	}
+	status := msg.Header.Get(codec.HeaderStatus)
+	if status == codec.StatusProgress {
+		c := m.lookup(n, false)
+		if c == nil || c.Progress == nil {
+			return
+		}
+		var ev codec.Progress
+		if err := codec.Msgpack.Unmarshal(msg.Data, &ev); err == nil {
+			c.Progress(ev)
+		}
+		return
+	}
+	c := m.lookup(n, true)
+	if c == nil {
+		return // cancelled, lost or timed out already
+	}
+	switch status {
+	case codec.StatusOK, codec.StatusError:
+		cd, err := codec.ForContentType(msg.Header.Get(codec.HeaderContentType))
+		if err != nil {
+			c.complete(nil, nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
+			return
+		}
+		if status == codec.StatusOK {
+			data := msg.Data
+			if data == nil {
+				data = []byte{}
+			}
+			c.remoteReply(cd, data, nil)
+			return
+		}
+		var e codec.Error
+		if err := cd.Unmarshal(msg.Data, &e); err != nil {
+			c.complete(nil, nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
+			return
+		}
+		c.remoteReply(cd, nil, fleet.DecodeError(e))
+	default:
+		if msg.Header.Get("Status") == "503" {
+			c.complete(nil, nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.worker))
+			return
+		}
+		c.complete(nil, nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
+	}
+}

@@ -1,0 +1,192 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/balancer"
+	"github.com/natsfleet/natsfleet/limits"
+)
+
+// Mode is where a pool's workers run.
+type Mode string
+
+// The modes. Sync, Asyncio and Thread run workers in this process; Process runs each worker in a child process on
+// this machine; Fleet runs them in worker agents anywhere on the NATS cluster.
+const (
+	Sync    Mode = "sync"
+	Asyncio Mode = "asyncio"
+	Thread  Mode = "thread"
+	Process Mode = "process"
+	Fleet   Mode = "fleet"
+)
+
+// ParseMode reads a mode name, accepting concurry's aliases (synchronous, async, threads, proc, procs, processes)
+// and "ray" for Fleet, case-insensitive.
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "sync", "synchronous":
+		return Sync, nil
+	case "asyncio", "async", "asynchronous":
+		return Asyncio, nil
+	case "thread", "threads":
+		return Thread, nil
+	case "process", "processes", "proc", "procs":
+		return Process, nil
+	case "fleet", "ray":
+		return Fleet, nil
+	}
+	return "", fmt.Errorf("%w: %q (want sync, asyncio, thread, process or fleet)", ErrInvalidOptions, s)
+}
+
+// local reports whether the mode's workers live in this process.
+func (m Mode) local() bool { return m == Sync || m == Asyncio || m == Thread }
+
+// Unwrap says whether futures passed as arguments are resolved before a call is dispatched.
+type Unwrap int
+
+const (
+	// UnwrapOn (the default) resolves futures among the arguments, also inside slices and maps, before dispatch.
+	UnwrapOn Unwrap = iota
+	// UnwrapOff passes futures to the method as they are (in-process modes only: a future cannot cross a process).
+	UnwrapOff
+)
+
+// Options configure a pool. The zero value of every field means the default its comment states.
+type Options struct {
+	// Mode is where workers run. Default Thread.
+	Mode Mode
+	// MaxWorkers is the number of workers. Default: Sync and Asyncio 1 (anything else is an error), Thread 24,
+	// Process 4, Fleet 0 = all the capacity the fleet's agents offer. With OnDemand it caps the workers alive at once
+	// (default NumCPU-1 for Thread and Process, unlimited for Fleet).
+	MaxWorkers int
+	// LoadBalancing picks the worker for each call. Default round robin; random when OnDemand.
+	LoadBalancing balancer.Algorithm
+	// OnDemand starts a fresh worker for every call and stops it after. Default false.
+	OnDemand bool
+	// MaxQueuedTasks caps the calls in flight on one worker; further calls wait in the pool's queue and are
+	// dispatched, by the balancer, when a slot frees. Default: none for in-process modes, 100 for Process and Fleet.
+	MaxQueuedTasks int
+	// Limits are built into one set shared by all the pool's workers (in memory for in-process modes, JetStream KV
+	// for Process and Fleet). Default none.
+	Limits []limits.Limit
+	// LimitSet is a set or pool of sets made beforehand, to share with other pools and processes. Setting both
+	// Limits and LimitSet is an error. Default none.
+	LimitSet limits.Provider
+	// Retry retries failed calls where the worker runs. Default: no retries.
+	Retry RetryConfig
+	// UnwrapFutures resolves future arguments before dispatch. Default UnwrapOn.
+	UnwrapFutures Unwrap
+	// Conn is the NATS connection for Process and Fleet modes. Default for Process: a connection to an embedded
+	// server started once per process on loopback and shared by all pools; required for Fleet.
+	Conn *nats.Conn
+	// Prefix is the first token of every subject the pool uses. Default "fleet".
+	Prefix string
+	// WorkerBinary is the program Process mode starts for each worker. Default: this program, re-executed (its main
+	// must call fleet.ServeIfChild first).
+	WorkerBinary string
+	// HeartbeatInterval is how often remote workers report; a worker silent for three intervals is lost. Default 1s.
+	HeartbeatInterval time.Duration
+	// StartTimeout bounds starting the pool's workers. Default 30s.
+	StartTimeout time.Duration
+	// Progress receives progress events of calls (fleet.Progress in methods). Default: none, unless ShowProgress.
+	Progress func(ProgressEvent)
+	// ShowProgress draws calls' progress as terminal bars on stderr. Default false.
+	ShowProgress bool
+	// Logger receives the pool's logs and process-mode children's output. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Errors of the client package.
+var (
+	// ErrInvalidOptions: Options or call arguments that can never work.
+	ErrInvalidOptions = errors.New("client: invalid options")
+	// ErrPoolStopped: a call made after Stop began.
+	ErrPoolStopped = errors.New("client: pool stopped")
+	// ErrNoWorkers: the pool has no live worker to send the call to.
+	ErrNoWorkers = errors.New("client: pool has no workers")
+	// ErrWorkerLost: the worker died with the call in flight.
+	ErrWorkerLost = errors.New("client: worker lost")
+	// ErrResultType: the method's result cannot be read as the future's type.
+	ErrResultType = errors.New("client: result type mismatch")
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Mode == "" {
+		o.Mode = Thread
+	}
+	m, err := ParseMode(string(o.Mode))
+	if err != nil {
+		return o, err
+	}
+	o.Mode = m
+	if o.MaxWorkers < 0 {
+		return o, fmt.Errorf("%w: MaxWorkers %d is negative", ErrInvalidOptions, o.MaxWorkers)
+	}
+	if o.MaxQueuedTasks < 0 {
+		return o, fmt.Errorf("%w: MaxQueuedTasks %d is negative", ErrInvalidOptions, o.MaxQueuedTasks)
+	}
+	switch o.Mode {
+	case Sync, Asyncio:
+		if o.MaxWorkers > 1 {
+			return o, fmt.Errorf("%w: MaxWorkers must be 1 for %s mode, got %d", ErrInvalidOptions, o.Mode, o.MaxWorkers)
+		}
+		if o.OnDemand {
+			return o, fmt.Errorf("%w: OnDemand is not supported in %s mode", ErrInvalidOptions, o.Mode)
+		}
+		o.MaxWorkers = 1
+	case Thread, Process:
+		if o.MaxWorkers == 0 {
+			switch {
+			case o.OnDemand:
+				o.MaxWorkers = max(1, runtime.NumCPU()-1)
+			case o.Mode == Thread:
+				o.MaxWorkers = 24
+			default:
+				o.MaxWorkers = 4
+			}
+		}
+	}
+	if o.MaxQueuedTasks == 0 && !o.Mode.local() {
+		o.MaxQueuedTasks = 100
+	}
+	if o.LoadBalancing == "" {
+		o.LoadBalancing = balancer.RoundRobin
+		if o.OnDemand {
+			o.LoadBalancing = balancer.Random
+		}
+	}
+	alg, err := balancer.ParseAlgorithm(string(o.LoadBalancing))
+	if err != nil {
+		return o, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	o.LoadBalancing = alg
+	if len(o.Limits) > 0 && o.LimitSet != nil {
+		return o, fmt.Errorf("%w: set Limits or LimitSet, not both", ErrInvalidOptions)
+	}
+	if o.UnwrapFutures == UnwrapOff && !o.Mode.local() {
+		return o, fmt.Errorf("%w: UnwrapOff needs an in-process mode: a future cannot be sent to another process", ErrInvalidOptions)
+	}
+	if err := o.Retry.validate(); err != nil {
+		return o, err
+	}
+	if o.Prefix == "" {
+		o.Prefix = "fleet"
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = time.Second
+	}
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}

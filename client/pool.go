@@ -1,0 +1,547 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/natsfleet/natsfleet/balancer"
+	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/limits"
+)
+
+// handle is the pool's end of one worker, wherever it runs.
+type handle interface {
+	id() string
+	// send hands the call to the worker; it never blocks. A failure completes the call.
+	send(c *call)
+	// stop drains and stops the worker (see Pool.Stop for the ctx rules).
+	stop(ctx context.Context) error
+	stats() fleet.WorkerStats
+}
+
+// backend starts workers for one mode.
+type backend interface {
+	start(ctx context.Context, index int) (handle, error)
+	// prepare readies a call for its workers before dispatch (argument conversion for in-process workers, encoding
+	// for remote ones); an error fails the call without dispatching it.
+	prepare(c *call) error
+	close(ctx context.Context) error
+}
+
+// Pool is a set of workers of one kind behind one handle: each call goes to one worker chosen by the pool's
+// balancer and returns a Future at once. A single worker is a pool of one. Pool's methods are safe for concurrent
+// use.
+type Pool struct {
+	kind   *fleet.Kind
+	name   string
+	id     string
+	opts   Options
+	limit  int // per-worker in-flight cap; 0: none
+	be     backend
+	ctx    context.Context // parent of calls' contexts; cancelled when Stop gives up waiting
+	cancel context.CancelFunc
+	lims   limits.Provider
+	ownSet *limits.Set
+	retry  retryPolicies
+	sink   func(ProgressEvent)
+	bars   *barRenderer
+	callID atomic.Uint64
+
+	mu             sync.Mutex
+	bal            *balancer.Balancer
+	slots          []handle
+	queue          callQueue
+	seq            uint64
+	direct         bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
+	stopping       atomic.Bool
+	pending        atomic.Int64 // accepted calls not completed
+	snap           atomic.Pointer[[]handle]
+	onDemandActive int
+	onDemandTotal  uint64
+	onDemand       map[handle]struct{}
+	onDemandWG     sync.WaitGroup
+	drained        chan struct{}
+	drainOnce      sync.Once
+
+	stopOnce sync.Once
+	stopErr  error
+	stopped  chan struct{}
+
+	syncMu sync.Mutex // Sync mode: calls run inline, one at a time
+}
+
+// New starts a pool of workers of kind, each built with the constructor arguments args.
+func New(ctx context.Context, kind *fleet.Kind, opts Options, args ...any) (*Pool, error) {
+	if kind == nil {
+		return nil, fmt.Errorf("%w: nil kind", ErrInvalidOptions)
+	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	p := newPool(kind, kind.Name(), opts)
+	if err := p.setupLimits(); err != nil {
+		return nil, err
+	}
+	switch opts.Mode {
+	case Sync, Asyncio, Thread:
+		p.be = &localBackend{pool: p, args: args}
+	default:
+		be, err := newRemoteBackend(ctx, p, args, false)
+		if err != nil {
+			p.closeLimits()
+			return nil, err
+		}
+		p.be = be
+	}
+	if err := p.startWorkers(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func newPool(kind *fleet.Kind, name string, opts Options) *Pool {
+	p := &Pool{kind: kind, name: name, id: nuid.Next(), opts: opts, limit: opts.MaxQueuedTasks,
+		drained: make(chan struct{}), stopped: make(chan struct{}), onDemand: make(map[handle]struct{}),
+		retry: newRetryPolicies(opts.Retry)}
+	p.sink, p.bars = newProgressSink(opts)
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.bal, _ = balancer.New(opts.LoadBalancing, 0, balancer.Options{}) // opts validated the algorithm
+	p.direct = opts.MaxQueuedTasks == 0 && !opts.OnDemand && opts.Mode != Sync
+	return p
+}
+
+func (p *Pool) setupLimits() error {
+	switch {
+	case p.opts.LimitSet != nil:
+		p.lims = p.opts.LimitSet
+	case len(p.opts.Limits) > 0:
+		so := limits.SetOptions{Logger: p.opts.Logger}
+		if !p.opts.Mode.local() {
+			// Workers in other processes share the set through JetStream KV under a name unique to this pool.
+			so.Name, so.Conn = "pool-"+p.id, p.opts.Conn
+		}
+		set, err := limits.NewSet(so, p.opts.Limits...)
+		if err != nil {
+			return fmt.Errorf("client: pool limits: %w", err)
+		}
+		p.lims, p.ownSet = set, set
+	}
+	return nil
+}
+
+func (p *Pool) closeLimits() {
+	if p.ownSet != nil {
+		_ = p.ownSet.Close()
+	}
+}
+
+func (p *Pool) startWorkers(ctx context.Context) error {
+	n := p.opts.MaxWorkers
+	if p.opts.OnDemand {
+		n = 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.opts.StartTimeout)
+	defer cancel()
+	hs := make([]handle, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { hs[i], errs[i] = p.be.start(ctx, i) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, h := range hs {
+			if h != nil {
+				_ = h.stop(context.Background())
+			}
+		}
+		_ = p.be.close(context.Background())
+		p.closeLimits()
+		return fmt.Errorf("client: start %d %s workers of %s: %w", n, p.opts.Mode, p.name, err)
+	}
+	p.mu.Lock()
+	for _, h := range hs {
+		p.addLocked(h)
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// addLocked puts a started worker into rotation.
+func (p *Pool) addLocked(h handle) int {
+	i := p.bal.Add()
+	if i == len(p.slots) {
+		p.slots = append(p.slots, h)
+	} else {
+		p.slots[i] = h
+	}
+	p.publishSlotsLocked()
+	return i
+}
+
+// removeLocked takes slot i out of rotation.
+func (p *Pool) removeLocked(i int) {
+	p.bal.Remove(i)
+	p.slots[i] = nil
+	p.publishSlotsLocked()
+}
+
+// publishSlotsLocked gives the lock-free dispatch path a fresh copy of the slots.
+func (p *Pool) publishSlotsLocked() {
+	s := append([]handle(nil), p.slots...)
+	p.snap.Store(&s)
+}
+
+// enter counts an accepted call; it fails once the pool is stopping.
+func (p *Pool) enter() bool {
+	p.pending.Add(1)
+	if p.stopping.Load() {
+		p.leave()
+		return false
+	}
+	return true
+}
+
+// leave uncounts a completed call and lets Stop go on after the last one.
+func (p *Pool) leave() {
+	if p.pending.Add(-1) == 0 && p.stopping.Load() {
+		p.drainOnce.Do(func() { close(p.drained) })
+	}
+}
+
+// Call calls method on one of the pool's workers with args and returns its future at once. The future's value is
+// the method's result as any; client.Call gives a typed future.
+func (p *Pool) Call(method string, args ...any) *Future[any] {
+	return Call[any](p, method, args...)
+}
+
+// Call calls method on one of the pool's workers with args and returns a future of its result as R. It never blocks:
+// calls that find every worker busy (see Options.MaxQueuedTasks) wait in the pool's queue. Futures among args are
+// resolved first, without blocking the caller (see Options.UnwrapFutures).
+func Call[R any](p *Pool, method string, args ...any) *Future[R] {
+	f := &Future[R]{}
+	p.initCall(&f.call, method, args)
+	p.submit(&f.call)
+	return f
+}
+
+// CallCtx is Call with a context: when ctx ends the call is cancelled (on the worker too) and its future fails with
+// ctx's error; ctx's deadline becomes the method's deadline wherever it runs.
+func CallCtx[R any](ctx context.Context, p *Pool, method string, args ...any) *Future[R] {
+	f := &Future[R]{}
+	p.initCall(&f.call, method, args)
+	if ctx.Done() != nil {
+		c := &f.call
+		if err := ctx.Err(); err != nil {
+			p.reject(c, err)
+			return f
+		}
+		c.cx = &callCtx{ctx: ctx}
+		c.cx.stop = context.AfterFunc(ctx, func() { c.cancel(ctx.Err()) })
+	}
+	p.submit(&f.call)
+	return f
+}
+
+// Broadcast calls method with args on every worker of the pool, outside the balancer (which neither counts nor
+// delays these calls), and returns one future per worker, in worker order. The guide's graceful shutdown tells
+// every worker to stop early this way.
+func (p *Pool) Broadcast(method string, args ...any) []*Future[any] {
+	p.mu.Lock()
+	hs := make([]handle, 0, len(p.slots))
+	for _, h := range p.slots {
+		if h != nil {
+			hs = append(hs, h)
+		}
+	}
+	p.mu.Unlock()
+	futs := make([]*Future[any], len(hs))
+	for i, h := range hs {
+		f := &Future[any]{}
+		futs[i] = f
+		c := &f.call
+		p.initCall(c, method, args)
+		if err := p.be.prepare(c); err != nil {
+			p.reject(c, err)
+			continue
+		}
+		if !p.enter() {
+			p.reject(c, ErrPoolStopped)
+			continue
+		}
+		if p.opts.Mode == Sync {
+			p.syncMu.Lock()
+			res, err := h.(localHandle).w.Run(&c.Task)
+			p.syncMu.Unlock()
+			c.complete(res, nil, err)
+			continue
+		}
+		h.send(c)
+	}
+	return futs
+}
+
+func (p *Pool) initCall(c *call, method string, args []any) {
+	c.pool, c.method, c.args, c.slot = p, method, args, -1
+	c.Task.Reply = c
+}
+
+// submit accepts the call: runs it inline (Sync), dispatches it, or queues it.
+func (p *Pool) submit(c *call) {
+	if p.opts.UnwrapFutures == UnwrapOn {
+		if deps := findFutures(c.args); deps != nil {
+			if !p.enter() { // the call counts as accepted while it waits for its arguments
+				p.reject(c, ErrPoolStopped)
+				return
+			}
+			go p.awaitArgs(c, deps)
+			return
+		}
+	}
+	p.accept(c, false)
+}
+
+// reject fails a call the pool never accepted.
+func (p *Pool) reject(c *call, err error) {
+	c.pool = nil
+	c.complete(nil, nil, err)
+}
+
+func (p *Pool) awaitArgs(c *call, deps []Awaitable) {
+	for _, d := range deps {
+		select {
+		case <-d.Done():
+		case <-c.doneChan(): // cancelled while waiting
+			return
+		case <-p.ctx.Done():
+			c.complete(nil, nil, fmt.Errorf("%w: stopped while waiting for argument futures", ErrPoolStopped))
+			return
+		}
+	}
+	args, err := substitute(c.args)
+	if err != nil {
+		c.complete(nil, nil, fmt.Errorf("client: argument of %s: %w", c.method, err))
+		return
+	}
+	c.args = args
+	p.accept(c, true)
+}
+
+func (p *Pool) accept(c *call, counted bool) {
+	if err := p.be.prepare(c); err != nil {
+		if counted {
+			c.complete(nil, nil, err)
+		} else {
+			p.reject(c, err)
+		}
+		return
+	}
+	if !counted && !p.enter() {
+		p.reject(c, ErrPoolStopped)
+		return
+	}
+	if p.opts.Mode == Sync {
+		p.runInline(c)
+		return
+	}
+	if p.direct {
+		slot, ok := p.bal.Pick(0)
+		if !ok {
+			c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+			return
+		}
+		c.slot = slot
+		(*p.snap.Load())[slot].send(c)
+		return
+	}
+	p.mu.Lock()
+	p.seq++
+	c.seq = p.seq
+	if p.queue.len() == 0 {
+		if h, ok := p.pickLocked(c); ok {
+			p.mu.Unlock()
+			p.dispatch(h, c)
+			return
+		}
+	}
+	if !p.opts.OnDemand && p.bal.Len() == 0 {
+		p.mu.Unlock()
+		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+		return
+	}
+	p.queue.push(c)
+	p.mu.Unlock()
+}
+
+// pickLocked chooses the worker for c, or reports that none has room.
+func (p *Pool) pickLocked(c *call) (handle, bool) {
+	if p.opts.OnDemand {
+		if p.opts.MaxWorkers > 0 && p.onDemandActive >= p.opts.MaxWorkers {
+			return nil, false
+		}
+		p.onDemandActive++
+		p.onDemandWG.Add(1)
+		return nil, true
+	}
+	slot, ok := p.bal.Pick(p.limit)
+	if !ok {
+		return nil, false
+	}
+	c.slot = slot
+	return p.slots[slot], true
+}
+
+func (p *Pool) dispatch(h handle, c *call) {
+	if h == nil {
+		go p.runOnDemand(c)
+		return
+	}
+	h.send(c)
+}
+
+// finished is called once per accepted call when it completes: it frees the call's slot and dispatches what the
+// freed slot makes room for.
+func (p *Pool) finished(c *call) {
+	if c.rc != nil {
+		if h := c.rc.rh.Load(); h != nil {
+			h.sent(c)
+		}
+	}
+	if p.direct {
+		if c.slot >= 0 {
+			p.bal.Done(c.slot)
+		}
+		p.leave()
+		return
+	}
+	p.mu.Lock()
+	if c.slot >= 0 {
+		p.bal.Done(c.slot)
+		c.slot = -1
+	}
+	next, hs := p.drainLocked()
+	p.mu.Unlock()
+	p.leave()
+	for i, n := range next {
+		p.dispatch(hs[i], n)
+	}
+}
+
+// drainLocked takes from the queue the calls that workers now have room for.
+func (p *Pool) drainLocked() (next []*call, hs []handle) {
+	for p.queue.len() > 0 {
+		n := p.queue.peek()
+		if n.isDone() {
+			p.queue.pop()
+			continue
+		}
+		h, ok := p.pickLocked(n)
+		if !ok {
+			break
+		}
+		p.queue.pop()
+		next, hs = append(next, n), append(hs, h)
+	}
+	return next, hs
+}
+
+// cancelRemote tells the worker running c to cancel it, where the worker is in another process.
+func (p *Pool) cancelRemote(c *call) {
+	if rb, ok := p.be.(*remoteBackend); ok {
+		rb.cancel(c)
+	}
+}
+
+// Stop stops the pool: new calls fail with ErrPoolStopped, calls already accepted (queued or running) finish, then
+// the workers stop. When ctx ends first, calls still queued fail with an error wrapping ctx's error, running calls
+// have their methods' contexts cancelled and fail the same way, and Stop returns ctx's error. Stop is idempotent;
+// a second Stop waits for the first to finish or for its own ctx.
+func (p *Pool) Stop(ctx context.Context) error {
+	p.stopOnce.Do(func() {
+		p.stopErr = p.doStop(ctx)
+		close(p.stopped)
+	})
+	select {
+	case <-p.stopped:
+		return p.stopErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the pool without a deadline: Stop(context.Background()).
+func (p *Pool) Close() error { return p.Stop(context.Background()) }
+
+func (p *Pool) doStop(ctx context.Context) error {
+	p.mu.Lock()
+	p.stopping.Store(true)
+	p.mu.Unlock()
+	if p.pending.Load() == 0 {
+		p.drainOnce.Do(func() { close(p.drained) })
+	}
+	var err error
+	select {
+	case <-p.drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	p.mu.Lock()
+	hs := make([]handle, 0, len(p.slots)+len(p.onDemand))
+	for h := range p.onDemand {
+		hs = append(hs, h)
+	}
+	for i, h := range p.slots {
+		if h != nil {
+			hs = append(hs, h)
+			p.removeLocked(i)
+		}
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.abort(fmt.Errorf("%w before the call finished: %w", ErrPoolStopped, err), hs)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(hs))
+	for i, h := range hs {
+		wg.Go(func() { errs[i] = h.stop(ctx) })
+	}
+	wg.Wait()
+	p.onDemandWG.Wait()
+	p.cancel()
+	errs = append(errs, p.be.close(ctx))
+	p.closeLimits()
+	p.bars.close()
+	if err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// abort fails the queued calls and the running ones, whose methods' contexts it cancels.
+func (p *Pool) abort(err error, hs []handle) {
+	p.mu.Lock()
+	var queued []*call
+	for p.queue.len() > 0 {
+		queued = append(queued, p.queue.pop())
+	}
+	p.mu.Unlock()
+	for _, c := range queued {
+		c.complete(nil, nil, err)
+	}
+	// In-process calls fail with err before their contexts are cancelled, so a method returning ctx.Err() does not
+	// decide the call's error; remote handles fail theirs in stop.
+	for _, h := range hs {
+		if lh, ok := h.(localHandle); ok {
+			lh.w.Abort(err)
+		}
+	}
+	p.cancel()
+}
+
+func (p *Pool) nextCallID() uint64 { return p.callID.Add(1) }

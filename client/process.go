@@ -1,0 +1,223 @@
+package client
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/fleet"
+)
+
+// The embedded server Process-mode pools use when Options.Conn is nil: started by the first such pool, shared by all,
+// and shut down when the last one stops.
+var shared struct {
+	sync.Mutex
+	refs int
+	srv  *broker.Embedded
+	nc   *nats.Conn
+}
+
+func acquireSharedServer() (*nats.Conn, string, func(), error) {
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.refs == 0 {
+		srv, err := broker.StartEmbedded(broker.EmbeddedOptions{})
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("client: start embedded NATS server: %w", err)
+		}
+		nc, err := srv.Connect()
+		if err != nil {
+			srv.Shutdown()
+			return nil, "", nil, fmt.Errorf("client: connect to embedded NATS server: %w", err)
+		}
+		shared.srv, shared.nc = srv, nc
+	}
+	shared.refs++
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			shared.Lock()
+			defer shared.Unlock()
+			shared.refs--
+			if shared.refs == 0 {
+				shared.nc.Close()
+				shared.srv.Shutdown()
+				shared.srv, shared.nc = nil, nil
+			}
+		})
+	}
+	return shared.nc, shared.srv.ClientURL(), release, nil
+}
+
+// childEnv is what a Process-mode child needs to reach NATS.
+type childEnv struct{ url string }
+
+// childProc is one worker child process.
+type childProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	exited chan struct{}
+	err    error
+	output sync.WaitGroup
+	tail   *lineTail
+}
+
+// spawner starts children from one goroutine locked to its OS thread for the life of the process: Linux delivers a
+// child's parent-death signal when the *thread* that forked it exits, so forking from arbitrary goroutines would
+// kill children whenever the runtime retires a thread.
+var spawner = struct {
+	once sync.Once
+	reqs chan spawnReq
+}{reqs: make(chan spawnReq)}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startCmd(cmd *exec.Cmd) error {
+	spawner.once.Do(func() {
+		go func() {
+			runtime.LockOSThread()
+			for r := range spawner.reqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	})
+	r := spawnReq{cmd: cmd, done: make(chan error, 1)}
+	spawner.reqs <- r
+	return <-r.done
+}
+
+func (be *remoteBackend) spawnChild(spec fleet.WorkerSpec) (*childProc, error) {
+	p := be.pool
+	bin := p.opts.WorkerBinary
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("client: find this program to re-execute: %w", err)
+		}
+		bin = exe
+	}
+	env, err := fleet.ChildEnv(spec)
+	if err != nil {
+		return nil, err
+	}
+	bo := broker.OptionsFromEnv()
+	bo.URL = be.child.url
+	cmd := exec.Command(bin)
+	cmd.Env = append(append(os.Environ(), bo.Env()...), env...)
+	// A child must not outlive its parent: it gets SIGKILL when the parent dies, and it also exits when its stdin
+	// (a pipe only the parent holds) reaches end of file.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("client: child stdin: %w", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("client: child stdout: %w", err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("client: child stderr: %w", err)
+	}
+	cp := &childProc{cmd: cmd, stdin: stdin, exited: make(chan struct{}), tail: &lineTail{}}
+	if err := startCmd(cmd); err != nil {
+		return nil, fmt.Errorf("client: start worker process %s: %w", bin, err)
+	}
+	log := p.opts.Logger.With("worker", spec.ID)
+	cp.output.Add(2)
+	go cp.pipe(stdout, func(l string) { log.Info(l) })
+	go cp.pipe(stderr, func(l string) { cp.tail.add(l); log.Warn(l) })
+	go func() {
+		cp.output.Wait()
+		cp.err = cmd.Wait()
+		close(cp.exited)
+		be.mu.Lock()
+		h := be.handles[spec.ID]
+		be.mu.Unlock()
+		if h != nil {
+			be.lose(h, "process exited: "+cp.exitErr().Error())
+		}
+	}()
+	return cp, nil
+}
+
+func (cp *childProc) pipe(r io.Reader, emit func(string)) {
+	defer cp.output.Done()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		emit(sc.Text())
+	}
+}
+
+func (cp *childProc) exitErr() error {
+	select {
+	case <-cp.exited:
+	default:
+		return errors.New("still running")
+	}
+	err := cp.err
+	if err == nil {
+		err = errors.New("exit status 0")
+	}
+	if t := cp.tail.String(); t != "" {
+		return fmt.Errorf("%w; last output: %s", err, t)
+	}
+	return err
+}
+
+// stop waits for the child to exit after it was told to stop; it closes the child's stdin (which makes a child
+// exit) and kills it if it is still there after timeout.
+func (cp *childProc) stop(timeout time.Duration) error {
+	_ = cp.stdin.Close()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-cp.exited:
+		return nil
+	case <-t.C:
+	}
+	cp.kill()
+	<-cp.exited
+	return fmt.Errorf("client: worker process %d did not exit within %s; killed", cp.cmd.Process.Pid, timeout)
+}
+
+func (cp *childProc) kill() {
+	_ = cp.stdin.Close()
+	_ = cp.cmd.Process.Kill()
+}
+
+// lineTail keeps a child's last lines of stderr, to explain why it died.
+type lineTail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *lineTail) add(l string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, l)
+	if len(t.lines) > 5 {
+		t.lines = t.lines[1:]
+	}
+}
+
+func (t *lineTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, " | ")
+}

@@ -1,0 +1,620 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/limits"
+)
+
+// remoteBackend runs a pool's workers in other processes: children of this one (Process), workers spawned by agents
+// (Fleet), or standing workers joined with Attach. Calls go to each worker's own subject; replies come back through
+// the connection's reply mux; heartbeats tell which workers are alive.
+type remoteBackend struct {
+	pool   *Pool
+	nc     *nats.Conn
+	subj   broker.Subjects
+	mux    *replyMux
+	args   []byte // encoded constructor arguments
+	limits []byte
+	setID  string
+	attach bool
+	plan   []string // Fleet: agent ID for each initial worker index
+	seq    atomic.Uint64
+	child  childEnv
+
+	mu      sync.Mutex
+	handles map[string]*remoteHandle
+
+	hbSub   *nats.Subscription
+	quit    chan struct{}
+	monDone chan struct{}
+	release func() // drops the shared embedded server, if this pool used it
+	repl    sync.WaitGroup
+}
+
+// remoteHandle is the pool's end of one remote worker.
+type remoteHandle struct {
+	be       *remoteBackend
+	wid      string
+	index    int
+	subject  string
+	agent    string     // Fleet: the agent that hosts it
+	proc     *childProc // Process: the child running it
+	standing bool       // joined with Attach: not ours to stop
+	lastSeen atomic.Int64
+	ready    chan struct{}
+	readyOne sync.Once
+	beat     atomic.Pointer[fleet.Heartbeat]
+
+	mu       sync.Mutex
+	inflight map[*call]struct{}
+	lost     bool
+	stopping bool
+}
+
+func newRemoteBackend(ctx context.Context, p *Pool, args []any, attach bool) (*remoteBackend, error) {
+	be := &remoteBackend{pool: p, nc: p.opts.Conn, attach: attach, subj: broker.Subjects{Prefix: p.opts.Prefix},
+		handles: make(map[string]*remoteHandle), quit: make(chan struct{}), monDone: make(chan struct{})}
+	if be.nc == nil {
+		if p.opts.Mode != Process {
+			return nil, fmt.Errorf("%w: %s mode needs Options.Conn", ErrInvalidOptions, p.opts.Mode)
+		}
+		nc, url, release, err := acquireSharedServer()
+		if err != nil {
+			return nil, err
+		}
+		be.nc, be.release = nc, release
+		be.child.url = url
+	} else {
+		be.child.url = be.nc.ConnectedUrl()
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			be.shutdown()
+		}
+	}()
+	if p.kind != nil {
+		enc, err := codec.Msgpack.AppendArgs(nil, args)
+		if err != nil {
+			return nil, fmt.Errorf("client: encode constructor arguments of %s: %w", p.name, err)
+		}
+		be.args = enc
+	}
+	if err := be.limitsSpec(); err != nil {
+		return nil, err
+	}
+	mux, err := acquireMux(be.nc)
+	if err != nil {
+		return nil, err
+	}
+	be.mux = mux
+	be.hbSub, err = be.nc.Subscribe(be.subj.Heartbeats(p.name), be.onBeat)
+	if err != nil {
+		return nil, fmt.Errorf("client: subscribe to heartbeats: %w", err)
+	}
+	go be.monitor()
+	if p.opts.Mode == Fleet && !p.opts.OnDemand && p.kind != nil {
+		if err := be.planFleet(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return be, nil
+}
+
+// limitsSpec prepares the pool's limits for its remote workers: definitions plus the KV set name they share.
+func (be *remoteBackend) limitsSpec() error {
+	p := be.pool
+	var ls []limits.Limit
+	switch {
+	case len(p.opts.Limits) > 0:
+		ls, be.setID = p.opts.Limits, "pool-"+p.id
+	case p.opts.LimitSet != nil:
+		// Only a set shared by name can reach other processes.
+		set, ok := p.opts.LimitSet.(interface {
+			Name() string
+			Limits() []limits.Limit
+		})
+		if !ok || set.Name() == "" {
+			return fmt.Errorf("%w: %s mode shares limits through JetStream KV: LimitSet must be a *limits.Set made with a Name and Conn", ErrInvalidOptions, p.opts.Mode)
+		}
+		ls, be.setID = set.Limits(), set.Name()
+	default:
+		return nil
+	}
+	b, err := limits.MarshalLimits(ls)
+	if err != nil {
+		return fmt.Errorf("client: pool limits: %w", err)
+	}
+	be.limits = b
+	return nil
+}
+
+func (be *remoteBackend) spec(index int) fleet.WorkerSpec {
+	p := be.pool
+	return fleet.WorkerSpec{
+		Kind:              p.name,
+		ID:                p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(be.seq.Add(1), 36),
+		Index:             index,
+		Pool:              p.id,
+		Args:              be.args,
+		Concurrent:        false,
+		Limits:            be.limits,
+		LimitSet:          be.setID,
+		Prefix:            p.opts.Prefix,
+		HeartbeatInterval: p.opts.HeartbeatInterval,
+	}
+}
+
+func (be *remoteBackend) newHandle(id string, index int) *remoteHandle {
+	h := &remoteHandle{be: be, wid: id, index: index, subject: be.subj.Worker(id), ready: make(chan struct{}),
+		inflight: make(map[*call]struct{})}
+	h.lastSeen.Store(time.Now().UnixNano())
+	be.mu.Lock()
+	be.handles[id] = h
+	be.mu.Unlock()
+	return h
+}
+
+func (be *remoteBackend) dropHandle(h *remoteHandle) {
+	be.mu.Lock()
+	delete(be.handles, h.wid)
+	be.mu.Unlock()
+}
+
+func (be *remoteBackend) start(ctx context.Context, index int) (handle, error) {
+	spec := be.spec(index)
+	h := be.newHandle(spec.ID, index)
+	var err error
+	switch be.pool.opts.Mode {
+	case Process:
+		h.proc, err = be.spawnChild(spec)
+	case Fleet:
+		h.agent, err = be.spawnOnAgent(ctx, index, spec)
+	}
+	if err == nil {
+		err = h.waitReady(ctx)
+	}
+	if err != nil {
+		be.dropHandle(h)
+		if h.proc != nil {
+			h.proc.kill()
+		}
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *remoteHandle) waitReady(ctx context.Context) error {
+	var exited <-chan struct{}
+	if h.proc != nil {
+		exited = h.proc.exited
+	}
+	select {
+	case <-h.ready:
+		return nil
+	case <-exited:
+		return fmt.Errorf("client: worker %s exited before serving: %w", h.wid, h.proc.exitErr())
+	case <-ctx.Done():
+		return fmt.Errorf("client: worker %s did not start: %w", h.wid, ctx.Err())
+	}
+}
+
+func (be *remoteBackend) onBeat(msg *nats.Msg) {
+	var hb fleet.Heartbeat
+	if err := msgpack.Unmarshal(msg.Data, &hb); err != nil {
+		return
+	}
+	be.mu.Lock()
+	h := be.handles[hb.WorkerID]
+	be.mu.Unlock()
+	if h == nil {
+		if be.attach && hb.Pool == "" && !hb.Stopping {
+			be.join(hb)
+		}
+		return
+	}
+	h.lastSeen.Store(time.Now().UnixNano())
+	h.beat.Store(&hb)
+	h.readyOne.Do(func() { close(h.ready) })
+}
+
+// join adds a standing worker that announced itself to an attached pool.
+func (be *remoteBackend) join(hb fleet.Heartbeat) {
+	p := be.pool
+	p.mu.Lock()
+	if p.stopping.Load() {
+		p.mu.Unlock()
+		return
+	}
+	be.mu.Lock()
+	if be.handles[hb.WorkerID] != nil {
+		be.mu.Unlock()
+		p.mu.Unlock()
+		return
+	}
+	h := &remoteHandle{be: be, wid: hb.WorkerID, subject: be.subj.Worker(hb.WorkerID), ready: make(chan struct{}),
+		inflight: make(map[*call]struct{}), standing: true, agent: hb.Agent}
+	h.lastSeen.Store(time.Now().UnixNano())
+	h.beat.Store(&hb)
+	h.readyOne.Do(func() { close(h.ready) })
+	be.handles[hb.WorkerID] = h
+	be.mu.Unlock()
+	h.index = p.addLocked(h)
+	next, hs := p.drainLocked()
+	p.mu.Unlock()
+	for i, n := range next {
+		p.dispatch(hs[i], n)
+	}
+}
+
+// monitor declares lost the workers whose heartbeats stopped.
+func (be *remoteBackend) monitor() {
+	defer close(be.monDone)
+	iv := be.pool.opts.HeartbeatInterval
+	t := time.NewTicker(iv / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-be.quit:
+			return
+		case <-t.C:
+		}
+		deadline := time.Now().Add(-3 * iv).UnixNano()
+		be.mu.Lock()
+		var silent []*remoteHandle
+		for _, h := range be.handles {
+			if h.lastSeen.Load() < deadline {
+				silent = append(silent, h)
+			}
+		}
+		be.mu.Unlock()
+		for _, h := range silent {
+			be.lose(h, fmt.Sprintf("no heartbeat for %s", 3*iv))
+		}
+	}
+}
+
+// lose takes a dead worker out of rotation, fails its in-flight calls with ErrWorkerLost and starts a replacement.
+func (be *remoteBackend) lose(h *remoteHandle, reason string) {
+	h.mu.Lock()
+	if h.lost || h.stopping {
+		h.mu.Unlock()
+		return
+	}
+	h.lost = true
+	calls := make([]*call, 0, len(h.inflight))
+	for c := range h.inflight {
+		calls = append(calls, c)
+	}
+	h.mu.Unlock()
+	be.dropHandle(h)
+	if h.proc != nil {
+		h.proc.kill()
+	}
+	p := be.pool
+	p.mu.Lock()
+	slot := p.slotOf(h)
+	if slot >= 0 {
+		p.removeLocked(slot)
+	}
+	replace := !p.stopping.Load() && !h.standing && !p.opts.OnDemand
+	if replace {
+		be.repl.Add(1)
+	}
+	p.mu.Unlock()
+	p.opts.Logger.Warn("client: worker lost", "pool", p.id, "worker", h.wid, "reason", reason, "in_flight", len(calls))
+	err := fmt.Errorf("%w: %s: %s", ErrWorkerLost, h.wid, reason)
+	for _, c := range calls {
+		c.complete(nil, nil, err)
+	}
+	if replace {
+		go be.replace(h.index)
+	} else {
+		p.failQueuedIfNoWorkers()
+	}
+}
+
+func (be *remoteBackend) replace(index int) {
+	defer be.repl.Done()
+	p := be.pool
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.StartTimeout)
+	defer cancel()
+	h, err := be.start(ctx, index)
+	if err != nil {
+		p.opts.Logger.Error("client: replace lost worker", "pool", p.id, "index", index, "err", err)
+		p.failQueuedIfNoWorkers()
+		return
+	}
+	p.mu.Lock()
+	if p.stopping.Load() {
+		p.mu.Unlock()
+		_ = h.stop(ctx)
+		return
+	}
+	p.addLocked(h)
+	next, hs := p.drainLocked()
+	p.mu.Unlock()
+	for i, n := range next {
+		p.dispatch(hs[i], n)
+	}
+}
+
+// prepare encodes a call's arguments for the wire.
+func (be *remoteBackend) prepare(c *call) error {
+	p := be.pool
+	args := c.args
+	for i, a := range args {
+		if rv, ok := a.(rawValue); ok && rv.codec == codec.Msgpack {
+			if &args[0] == &c.args[0] {
+				args = append([]any(nil), c.args...)
+			}
+			args[i] = msgpack.RawMessage(rv.raw)
+		}
+	}
+	body, err := codec.Msgpack.AppendArgs(nil, args)
+	if err != nil {
+		return fmt.Errorf("%w: %s.%s: %w", fleet.ErrBadArguments, p.name, c.method, err)
+	}
+	c.rc = &remoteCall{body: body}
+	if c.cx != nil {
+		c.rc.deadline, _ = c.cx.ctx.Deadline()
+	}
+	c.Retry = p.retry.forMethod(c.method)
+	if p.sink != nil {
+		c.Progress = func(ev codec.Progress) { p.sink(progressEvent(c, ev)) }
+	}
+	return nil
+}
+
+func (h *remoteHandle) id() string { return h.wid }
+
+func (h *remoteHandle) send(c *call) {
+	rc := c.rc
+	c.worker = h.wid
+	// The call ID stays the same across retries, so a cancel reaches whichever attempt runs.
+	c.CallID = h.be.mux.id + strconv.FormatUint(h.be.mux.ids.Add(1), 36)
+	rc.rh.Store(h) // publishes CallID to cancel
+	h.mu.Lock()
+	if h.lost {
+		h.mu.Unlock()
+		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrWorkerLost, h.wid))
+		return
+	}
+	h.inflight[c] = struct{}{}
+	h.mu.Unlock()
+	if c.isDone() {
+		h.sent(c) // cancelled on its way
+		return
+	}
+	h.publish(c)
+}
+
+func (h *remoteHandle) publish(c *call) {
+	be := h.be
+	n := be.mux.register(c)
+	c.rc.muxN = n
+	tok := strconv.FormatUint(n, 36)
+	hdr := nats.Header{
+		codec.HeaderCallID: []string{c.CallID},
+		codec.HeaderMethod: []string{c.method},
+	}
+	if !c.rc.deadline.IsZero() {
+		hdr[codec.HeaderDeadline] = []string{codec.FormatDeadline(c.rc.deadline)}
+	}
+	msg := &nats.Msg{Subject: h.subject, Reply: be.mux.prefix + tok, Header: hdr, Data: c.rc.body}
+	if err := be.nc.PublishMsg(msg); err != nil {
+		be.mux.forget(n)
+		if errors.Is(err, nats.ErrMaxPayload) {
+			err = fmt.Errorf("%w: %w", fleet.ErrPayloadTooLarge, err)
+		}
+		c.complete(nil, nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
+	}
+}
+
+// sent is called when a call on this worker completes.
+func (h *remoteHandle) sent(c *call) {
+	h.mu.Lock()
+	delete(h.inflight, c)
+	h.mu.Unlock()
+	h.be.mux.forget(c.rc.muxN)
+}
+
+// cancel asks the worker to cancel c.
+func (be *remoteBackend) cancel(c *call) {
+	if c.rc == nil {
+		return
+	}
+	h := c.rc.rh.Load()
+	if h == nil {
+		return // not sent yet: send drops it
+	}
+	msg := &nats.Msg{Subject: be.subj.Control(h.wid), Header: nats.Header{
+		fleet.HeaderControl: []string{fleet.ControlCancel},
+		codec.HeaderCallID:  []string{c.CallID},
+	}}
+	_ = be.nc.PublishMsg(msg)
+}
+
+func (h *remoteHandle) stats() fleet.WorkerStats {
+	be := h.be
+	msg := &nats.Msg{Subject: be.subj.Control(h.wid), Header: nats.Header{fleet.HeaderControl: []string{fleet.ControlStats}}}
+	reply, err := be.nc.RequestMsg(msg, 2*time.Second)
+	var ws fleet.WorkerStats
+	if err == nil && msgpack.Unmarshal(reply.Data, &ws) == nil {
+		return ws
+	}
+	// An unreachable worker still reports what its last heartbeat said.
+	ws = fleet.WorkerStats{ID: h.wid, Index: h.index, Kind: be.pool.name}
+	if hb := h.beat.Load(); hb != nil {
+		ws.Calls, ws.InFlight = hb.Calls, hb.InFlight
+	}
+	h.mu.Lock()
+	ws.Stopped = h.lost || h.stopping
+	h.mu.Unlock()
+	return ws
+}
+
+// stop stops the worker: drained by a control message, or cancelled first when ctx has ended. Standing workers
+// joined with Attach are left running.
+func (h *remoteHandle) stop(ctx context.Context) error {
+	h.mu.Lock()
+	h.stopping = true
+	var calls []*call
+	abort := ctx.Err() != nil
+	if abort {
+		for c := range h.inflight {
+			calls = append(calls, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range calls {
+		c.cancel(fmt.Errorf("%w before the call finished: %w", ErrPoolStopped, ctx.Err()))
+	}
+	h.be.dropHandle(h)
+	if h.standing {
+		return nil
+	}
+	hdr := nats.Header{fleet.HeaderControl: []string{fleet.ControlStop}}
+	if abort {
+		hdr[fleet.HeaderAbort] = []string{"1"}
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok && !abort {
+		timeout = max(time.Until(dl), time.Second)
+	}
+	_, err := h.be.nc.RequestMsg(&nats.Msg{Subject: h.be.subj.Control(h.wid), Header: hdr}, timeout)
+	if h.proc != nil {
+		return h.proc.stop(timeout)
+	}
+	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("client: stop worker %s: %w", h.wid, err)
+	}
+	return nil
+}
+
+func (be *remoteBackend) close(ctx context.Context) error {
+	be.shutdown()
+	be.repl.Wait()
+	return nil
+}
+
+func (be *remoteBackend) shutdown() {
+	select {
+	case <-be.quit:
+		return
+	default:
+		close(be.quit)
+	}
+	if be.hbSub != nil {
+		_ = be.hbSub.Unsubscribe()
+		<-be.monDone
+	}
+	if be.mux != nil {
+		releaseMux(be.mux)
+	}
+	if be.release != nil {
+		be.release()
+	}
+}
+
+// slotOf finds h's balancer slot; -1 when it has none. The caller holds p.mu.
+func (p *Pool) slotOf(h handle) int {
+	for i, s := range p.slots {
+		if s == h {
+			return i
+		}
+	}
+	return -1
+}
+
+// failQueuedIfNoWorkers fails the waiting calls of a pool that has lost its last worker, so nothing waits forever.
+func (p *Pool) failQueuedIfNoWorkers() {
+	p.mu.Lock()
+	if p.bal.Len() > 0 || p.opts.OnDemand {
+		p.mu.Unlock()
+		return
+	}
+	var queued []*call
+	for p.queue.len() > 0 {
+		queued = append(queued, p.queue.pop())
+	}
+	p.mu.Unlock()
+	for _, c := range queued {
+		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+	}
+}
+
+// remoteReply completes a remote call, or, when its retry policy says so, sends it again to the same worker: retries
+// of remote calls are driven from here because predicates cannot travel to another process. The call keeps its
+// slot meanwhile, so the pool's statistics count it once.
+func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
+	rp := c.Retry
+	if rp == nil || c.rc == nil || c.rc.rh.Load() == nil {
+		c.codec = cd
+		c.complete(nil, raw, err)
+		return
+	}
+	rc := c.rc
+	rc.attempt++
+	if err == nil && rp.Until != nil {
+		var v any
+		if derr := cd.Unmarshal(raw, &v); derr != nil {
+			err = derr
+		} else if uerr := rp.Until(v); uerr != nil {
+			if rc.verr == nil {
+				rc.verr = &fleet.ValidationError{Method: c.method}
+			}
+			rc.verr.Results = append(rc.verr.Results, v)
+			rc.verr.Errors = append(rc.verr.Errors, uerr)
+			err = rc.verr
+		}
+	}
+	if err == nil || rc.attempt >= rp.Attempts || (err != rc.verr && rp.Retry != nil && !rp.Retry(err)) {
+		c.codec = cd
+		if err != nil {
+			raw = nil
+		}
+		c.complete(nil, raw, err)
+		return
+	}
+	d := time.Duration(0)
+	if rp.Wait != nil {
+		d = rp.Wait(rc.attempt)
+	}
+	sleep := rp.Sleep
+	go func() {
+		var serr error
+		if sleep != nil {
+			serr = sleep(c.pool.ctx, d)
+		} else {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-c.pool.ctx.Done():
+				serr = c.pool.ctx.Err()
+			}
+			t.Stop()
+		}
+		if serr != nil {
+			c.complete(nil, nil, err)
+			return
+		}
+		if !c.isDone() {
+			rc.rh.Load().publish(c)
+		}
+	}()
+}

@@ -1,0 +1,65 @@
+package client
+
+import (
+	"fmt"
+
+	"github.com/natsfleet/natsfleet/balancer"
+	"github.com/natsfleet/natsfleet/fleet"
+)
+
+// PoolStats describe a pool. Their JSON form has concurry's keys.
+type PoolStats struct {
+	Mode           Mode           `json:"mode"`
+	TotalWorkers   int            `json:"total_workers"`
+	MaxWorkers     int            `json:"max_workers"`
+	OnDemand       bool           `json:"on_demand"`
+	OnDemandActive int            `json:"on_demand_active"`
+	Stopped        bool           `json:"stopped"`
+	MaxQueuedTasks *int           `json:"max_queued_tasks"` // null when calls are never held back
+	Queued         int            `json:"queued"`           // calls waiting in the pool's queue
+	Pending        int            `json:"pending"`          // calls accepted and not yet completed
+	LoadBalancer   balancer.Stats `json:"load_balancer"`
+}
+
+// WorkerStats describe one worker of a pool.
+type WorkerStats struct {
+	WorkerID int `json:"worker_id"` // index in the pool
+	fleet.WorkerStats
+}
+
+// Stats returns the pool's statistics.
+func (p *Pool) Stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := PoolStats{
+		Mode:           p.opts.Mode,
+		TotalWorkers:   p.bal.Len(),
+		MaxWorkers:     p.opts.MaxWorkers,
+		OnDemand:       p.opts.OnDemand,
+		OnDemandActive: p.onDemandActive,
+		Stopped:        p.stopping.Load(),
+		Queued:         p.queue.len(),
+		Pending:        int(p.pending.Load()),
+		LoadBalancer:   p.bal.Stats(),
+	}
+	if p.limit > 0 {
+		n := p.limit
+		s.MaxQueuedTasks = &n
+	}
+	return s
+}
+
+// WorkerStats returns the statistics of worker i (0 ≤ i < TotalWorkers).
+func (p *Pool) WorkerStats(i int) (WorkerStats, error) {
+	p.mu.Lock()
+	var h handle
+	if i >= 0 && i < len(p.slots) {
+		h = p.slots[i]
+	}
+	n := p.bal.Len()
+	p.mu.Unlock()
+	if h == nil {
+		return WorkerStats{}, fmt.Errorf("%w: worker %d out of range (pool size: %d)", ErrInvalidOptions, i, n)
+	}
+	return WorkerStats{WorkerID: i, WorkerStats: h.stats()}, nil
+}

@@ -1,0 +1,74 @@
+package fleet
+
+import "time"
+
+// The messages of the fleet protocol besides calls and replies (those are in package codec). Bodies are msgpack
+// unless a message says Content-Type: application/json, in which case the same field names are JSON keys.
+
+// Control message header and its values, on {prefix}.w.{workerID}.ctl.
+const (
+	HeaderControl = "Fleet-Control"
+	// ControlCancel cancels the call named by the Fleet-Call-Id header: its method's context is cancelled, or it is
+	// dropped if still queued. No reply.
+	ControlCancel = "cancel"
+	// ControlStop stops the worker after the calls it holds finish; with header Fleet-Abort: 1 they are cancelled
+	// first. Replied (when the message has a reply subject) with an empty body once the worker has stopped.
+	ControlStop = "stop"
+	// ControlStats is replied with the worker's WorkerStats.
+	ControlStats = "stats"
+	// ControlPing is replied with an empty body: the worker is alive and serving.
+	ControlPing = "ping"
+	HeaderAbort = "Fleet-Abort"
+)
+
+// Heartbeat is published by every remote worker on {prefix}.hb.{kind}.{workerID} every heartbeat interval, and
+// once as soon as it serves (so a pool knows it is ready). It is also the reply to a kind discovery request on
+// {prefix}.kind.{kind}.discover, which standing workers answer.
+type Heartbeat struct {
+	WorkerID string        `msgpack:"id" json:"id"`
+	Kind     string        `msgpack:"kind" json:"kind"`
+	Agent    string        `msgpack:"agent,omitempty" json:"agent,omitempty"` // ID of the agent hosting it
+	Pool     string        `msgpack:"pool,omitempty" json:"pool,omitempty"`   // ID of the pool it was started for; "" for standing workers
+	Index    int           `msgpack:"index" json:"index"`
+	InFlight int64         `msgpack:"in_flight" json:"in_flight"` // calls queued or running
+	Calls    int64         `msgpack:"calls" json:"calls"`         // calls completed
+	Interval time.Duration `msgpack:"interval" json:"interval"`   // its heartbeat interval
+	Stopping bool          `msgpack:"stopping,omitempty" json:"stopping,omitempty"`
+}
+
+// WorkerSpec says how to build one remote worker: the body of a spawn request to an agent
+// ({prefix}.agent.{agentID}.spawn) and, in process mode, what the parent hands its child.
+type WorkerSpec struct {
+	Kind  string `msgpack:"kind" json:"kind"`
+	ID    string `msgpack:"id" json:"id"`
+	Index int    `msgpack:"index" json:"index"`
+	Pool  string `msgpack:"pool" json:"pool"`
+	// Args are the constructor arguments, encoded as one msgpack array (codec.Msgpack.AppendArgs).
+	Args []byte `msgpack:"args" json:"args"`
+	// Concurrent runs the worker's calls concurrently (asyncio semantics).
+	Concurrent bool `msgpack:"concurrent,omitempty" json:"concurrent,omitempty"`
+	// Limits are the pool's limits (limits.MarshalLimits), shared through JetStream KV under LimitSet.
+	Limits   []byte `msgpack:"limits,omitempty" json:"limits,omitempty"`
+	LimitSet string `msgpack:"limit_set,omitempty" json:"limit_set,omitempty"`
+	// LimitBucket is the KV bucket of the limit set; "" means the limits package default.
+	LimitBucket string `msgpack:"limit_bucket,omitempty" json:"limit_bucket,omitempty"`
+	// Prefix is the subject prefix; "" means "fleet".
+	Prefix            string        `msgpack:"prefix,omitempty" json:"prefix,omitempty"`
+	HeartbeatInterval time.Duration `msgpack:"heartbeat,omitempty" json:"heartbeat,omitempty"`
+}
+
+// SpawnReply answers a spawn request: the worker's ID once it serves, or an error.
+type SpawnReply struct {
+	WorkerID string `msgpack:"id,omitempty" json:"id,omitempty"`
+	Error    string `msgpack:"error,omitempty" json:"error,omitempty"`
+}
+
+// AgentInfo answers {prefix}.agent.discover: what an agent offers.
+type AgentInfo struct {
+	ID       string   `msgpack:"id" json:"id"`
+	Host     string   `msgpack:"host" json:"host"`
+	Capacity int      `msgpack:"capacity" json:"capacity"` // workers it may start for pools
+	Free     int      `msgpack:"free" json:"free"`         // of which not in use
+	Kinds    []string `msgpack:"kinds" json:"kinds"`       // kinds it can build
+	Workers  int      `msgpack:"workers" json:"workers"`   // workers it hosts now, standing ones included
+}

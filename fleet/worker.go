@@ -1,0 +1,305 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/limits"
+)
+
+// Replier receives the outcome of a Task. The worker calls Reply exactly once per task.
+type Replier interface {
+	Reply(t *Task, result any, err error)
+}
+
+// Task is one call handed to a Worker. Callers usually embed it in their own call record, so that submitting a call
+// costs no allocation of its own.
+type Task struct {
+	Ctx    context.Context    // the call's context; nil means context.Background()
+	Cancel context.CancelFunc // optional: cancels Ctx; the worker calls it when it aborts the task
+	Method *Method
+	Args   []reflect.Value
+	CallID string
+	// Progress receives the progress events of bars the method starts (fleet.Progress); nil discards them.
+	Progress func(codec.Progress)
+	// Retry re-runs the call when it fails; nil runs it once.
+	Retry *RetryPolicy
+	Reply Replier
+
+	replied  atomic.Bool
+	bars     atomic.Int32
+	attempts atomic.Int32
+}
+
+func (t *Task) reply(result any, err error) {
+	if t.replied.CompareAndSwap(false, true) {
+		t.Reply.Reply(t, result, err)
+	}
+}
+
+// WorkerOptions configure a hosted worker. Zero values mean the defaults noted.
+type WorkerOptions struct {
+	ID         string          // unique worker ID; default: generated
+	Index      int             // index in its pool, the limits' round-robin offset; default 0
+	Concurrent bool            // run calls concurrently (asyncio mode) instead of one at a time; default false
+	Limits     limits.Provider // limits the worker's methods see through fleet.Limits; default limits.Noop
+}
+
+// Worker hosts one instance of a kind and runs the calls submitted to it: one at a time in arrival order (actor
+// semantics), or concurrently when WorkerOptions.Concurrent is set. Submit never blocks. A panic in a method becomes
+// that call's error and the worker keeps serving.
+type Worker struct {
+	kind   *Kind
+	inst   reflect.Value
+	id     string
+	index  int
+	conc   bool
+	limits limits.Provider
+
+	mu      sync.Mutex
+	queue   []*Task
+	head    int
+	running map[*Task]struct{}
+	closing bool
+	signal  chan struct{}
+	exited  chan struct{}
+	calls   sync.WaitGroup // concurrent mode: calls in their own goroutines
+
+	stats workerCounters
+}
+
+type workerCounters struct {
+	calls, errors, inFlight atomic.Int64
+}
+
+// WorkerStats are a worker's counters.
+type WorkerStats struct {
+	ID       string `json:"id" msgpack:"id"`
+	Index    int    `json:"index" msgpack:"index"`
+	Kind     string `json:"kind" msgpack:"kind"`
+	Calls    int64  `json:"calls" msgpack:"calls"`         // calls completed
+	Errors   int64  `json:"errors" msgpack:"errors"`       // calls completed with an error
+	InFlight int64  `json:"in_flight" msgpack:"in_flight"` // queued or running
+	Stopped  bool   `json:"stopped" msgpack:"stopped"`
+}
+
+// Start builds an instance of the kind with the constructor arguments args and starts serving it.
+func (k *Kind) Start(opts WorkerOptions, args ...any) (*Worker, error) {
+	inst, err := k.construct(args)
+	if err != nil {
+		return nil, err
+	}
+	return k.startInstance(inst, opts), nil
+}
+
+// StartValues is Start with constructor arguments already of the constructor's parameter types (as decoded from the
+// wire).
+func (k *Kind) StartValues(opts WorkerOptions, args []reflect.Value) (*Worker, error) {
+	inst, err := k.constructValues(args)
+	if err != nil {
+		return nil, err
+	}
+	return k.startInstance(inst, opts), nil
+}
+
+func (k *Kind) startInstance(inst reflect.Value, opts WorkerOptions) *Worker {
+	w := &Worker{kind: k, inst: inst, id: opts.ID, index: opts.Index, conc: opts.Concurrent,
+		running: make(map[*Task]struct{}), signal: make(chan struct{}, 1), exited: make(chan struct{})}
+	if w.id == "" {
+		w.id = nuid.Next()
+	}
+	if opts.Limits != nil {
+		w.limits = opts.Limits.ForWorker(opts.Index)
+	}
+	go w.loop()
+	return w
+}
+
+// ID is the worker's unique ID.
+func (w *Worker) ID() string { return w.id }
+
+// Kind is the worker's kind.
+func (w *Worker) Kind() *Kind { return w.kind }
+
+// Instance is the hosted object, for tests and for sync mode, which runs methods in the caller.
+func (w *Worker) Instance() any { return w.inst.Interface() }
+
+// Submit queues t behind the calls already submitted. It never blocks. A worker that is stopping replies to t at
+// once with an error matching ErrWorkerStopped.
+func (w *Worker) Submit(t *Task) {
+	w.stats.inFlight.Add(1)
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id))
+		return
+	}
+	w.queue = append(w.queue, t)
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() WorkerStats {
+	w.mu.Lock()
+	stopped := w.closing
+	w.mu.Unlock()
+	return WorkerStats{ID: w.id, Index: w.index, Kind: w.kind.name, Calls: w.stats.calls.Load(),
+		Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight.Load(), Stopped: stopped}
+}
+
+// InFlight is the number of calls queued or running.
+func (w *Worker) InFlight() int { return int(w.stats.inFlight.Load()) }
+
+// Stop lets the calls already submitted finish, then stops the worker. When ctx ends first, calls still queued fail
+// with an error wrapping ctx's error, running calls have their context cancelled and fail the same way (a method
+// that ignores its context keeps its goroutine until it returns; its result is dropped), and Stop returns ctx's
+// error. Stop is idempotent.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.exited:
+		w.calls.Wait()
+		return nil
+	case <-ctx.Done():
+	}
+	w.Abort(fmt.Errorf("fleet: worker %s stopped before the call finished: %w", w.id, ctx.Err()))
+	return ctx.Err()
+}
+
+// Abort stops the worker without waiting: queued and running calls fail with err at once and running methods have
+// their contexts cancelled.
+func (w *Worker) Abort(err error) {
+	w.mu.Lock()
+	w.closing = true
+	queued := w.queue[w.head:]
+	w.queue, w.head = nil, 0
+	running := make([]*Task, 0, len(w.running))
+	for t := range w.running {
+		running = append(running, t)
+	}
+	w.mu.Unlock()
+	for _, t := range queued {
+		w.finish(t, nil, err)
+	}
+	for _, t := range running {
+		if t.Cancel != nil {
+			t.Cancel()
+		}
+		t.reply(nil, err)
+	}
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Worker) next() *Task {
+	for {
+		w.mu.Lock()
+		if w.head < len(w.queue) {
+			t := w.queue[w.head]
+			w.queue[w.head] = nil
+			w.head++
+			if w.head == len(w.queue) {
+				w.queue, w.head = w.queue[:0], 0
+			}
+			w.running[t] = struct{}{}
+			w.mu.Unlock()
+			return t
+		}
+		if w.closing {
+			w.mu.Unlock()
+			return nil
+		}
+		w.mu.Unlock()
+		<-w.signal
+	}
+}
+
+func (w *Worker) loop() {
+	defer close(w.exited)
+	for {
+		t := w.next()
+		if t == nil {
+			return
+		}
+		if w.conc {
+			w.calls.Add(1)
+			go func() {
+				defer w.calls.Done()
+				w.exec(t)
+			}()
+			continue
+		}
+		w.exec(t)
+	}
+}
+
+func (w *Worker) exec(t *Task) {
+	if t.Ctx != nil && t.Ctx.Err() != nil {
+		w.finish(t, nil, t.Ctx.Err())
+		return
+	}
+	res, err := w.Run(t)
+	w.finish(t, res, err)
+}
+
+func (w *Worker) finish(t *Task, res any, err error) {
+	w.mu.Lock()
+	delete(w.running, t)
+	w.mu.Unlock()
+	w.stats.calls.Add(1)
+	if err != nil {
+		w.stats.errors.Add(1)
+	}
+	w.stats.inFlight.Add(-1)
+	t.reply(res, err)
+}
+
+// Invoke runs t's method on the worker's instance in the calling goroutine, outside the worker's queue; sync mode
+// uses it to run calls inline. A panic becomes a *PanicError.
+func (w *Worker) Invoke(ctx context.Context, t *Task) (res any, err error) {
+	m := t.Method
+	in := t.Args
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, newPanicError(r)
+		}
+	}()
+	var out []reflect.Value
+	switch {
+	case m.hasCtx:
+		ctx = context.WithValue(ctx, envKey{}, &callEnv{worker: w, task: t})
+		args := make([]reflect.Value, 0, len(in)+2)
+		args = append(args, w.inst, reflect.ValueOf(ctx))
+		out = m.fn.Call(append(args, in...))
+	default:
+		args := make([]reflect.Value, 0, len(in)+1)
+		out = m.fn.Call(append(append(args, w.inst), in...))
+	}
+	if m.hasErr {
+		if e := out[len(out)-1]; !e.IsNil() {
+			return nil, e.Interface().(error)
+		}
+	}
+	if m.hasResult {
+		return out[0].Interface(), nil
+	}
+	return nil, nil
+}
