@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -245,4 +246,53 @@ func TestAgentSpawnJSON(t *testing.T) {
 	if err := codec.Msgpack.Unmarshal(r.Data, &rep); err != nil || !strings.Contains(rep.Error, "bad spawn request") {
 		t.Errorf("malformed spawn: %+v, %v", rep, err)
 	}
+}
+
+// An agent offers capacity to pools and serves standing workers; a client finds agents by discovery and asks one
+// to start a worker.
+func ExampleStartAgent() {
+	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{Port: -1})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+
+	agent, err := fleet.StartAgent(nc, fleet.AgentOptions{ID: "agent1", Capacity: 4})
+	if err != nil {
+		panic(err)
+	}
+	defer agent.Stop(context.Background())
+	if err := agent.Serve("DataProcessor", 2, 10); err != nil { // two standing workers, NewDataProcessor(10)
+		panic(err)
+	}
+
+	sub := broker.Subjects{}
+	r, err := nc.Request(sub.AgentDiscover(), nil, 5*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	var info fleet.AgentInfo
+	if err := codec.Msgpack.Unmarshal(r.Data, &info); err != nil {
+		panic(err)
+	}
+	fmt.Printf("agent %s: %d of %d free, %d workers\n", info.ID, info.Free, info.Capacity, info.Workers)
+
+	ctorArgs, _ := codec.Msgpack.AppendArgs(nil, []any{3})
+	body, _ := codec.Msgpack.Marshal(fleet.WorkerSpec{Kind: "DataProcessor", Pool: "my-pool", Args: ctorArgs})
+	if r, err = nc.Request(sub.Spawn(info.ID), body, 5*time.Second); err != nil {
+		panic(err)
+	}
+	var spawned fleet.SpawnReply
+	if err := codec.Msgpack.Unmarshal(r.Data, &spawned); err != nil || spawned.Error != "" {
+		panic(fmt.Sprint(err, spawned.Error))
+	}
+	fmt.Println("free after spawning:", agent.Info().Free)
+	// Output:
+	// agent agent1: 4 of 4 free, 2 workers
+	// free after spawning: 3
 }

@@ -248,16 +248,21 @@ func (h *Hosted) Heartbeat() Heartbeat {
 // with an error wrapping ctx's error, which Stop returns. Stop is idempotent; a second call waits for the first.
 func (h *Hosted) Stop(ctx context.Context) error { return h.stop(ctx, nil) }
 
-// stop runs the stop sequence once; stopped sees its outcome before Done is closed, so a ControlStop is answered
-// before a process that waits for Done exits.
+// stop runs the stop sequence once; stopped (optional) sees the outcome, before Done is closed when this call
+// stops the worker, so a ControlStop is answered before a process that waits for Done exits.
 func (h *Hosted) stop(ctx context.Context, stopped func(error)) error {
 	if !h.stopping.CompareAndSwap(false, true) {
+		var err error
 		select {
 		case <-h.done:
-			return h.stopErr
+			err = h.stopErr
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
 		}
+		if stopped != nil {
+			stopped(err)
+		}
+		return err
 	}
 	// Dispatchers that see this stop sending calls before the subscription is gone.
 	h.beat()

@@ -499,6 +499,12 @@ func TestServeControlStop(t *testing.T) {
 			if err := h.Stop(context.Background()); err != nil {
 				t.Errorf("second Stop: %v", err)
 			}
+			// The control subscription is gone with the worker: a late stop request finds no one.
+			m := nats.NewMsg(subjects.Control(h.ID()))
+			m.Header.Set(fleet.HeaderControl, fleet.ControlStop)
+			if _, err := nc.RequestMsg(m, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+				t.Errorf("stop after stop: %v, want no responders", err)
+			}
 		})
 	}
 }
@@ -853,4 +859,69 @@ func BenchmarkServeRoundTrip(b *testing.B) {
 		b.ReportMetric(float64(servedT.Nanoseconds())/float64(n), "served-ns/call")
 		b.ReportMetric(float64(servedT)/float64(rawT), "ratio")
 	})
+}
+
+func TestServeControlStopTwice(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, 0)
+	nc := connect(t, s)
+	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, rs := collect(t, nc)
+	call := callMsg(subjects.Worker(h.ID()), "Process", "", args(t, 200*time.Millisecond))
+	call.Reply = inbox
+	if err := nc.PublishMsg(call); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the call to run", func() bool { return h.Worker().InFlight() == 1 })
+	for range 2 {
+		m := nats.NewMsg(subjects.Control(h.ID()))
+		m.Header.Set(fleet.HeaderControl, fleet.ControlStop)
+		m.Reply = inbox
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the call's and both stops' replies", func() bool { return rs.count() == 3 })
+	for _, r := range rs.snapshot() {
+		if err := result(t, r, nil); err != nil {
+			t.Errorf("reply %q: %v", r.Data, err)
+		}
+	}
+	<-h.Done()
+}
+
+// A worker served on NATS answers any NATS client; here a plain JSON request.
+func ExampleServe() {
+	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{Port: -1})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+
+	ctorArgs, _ := codec.Msgpack.AppendArgs(nil, []any{10}) // NewDataProcessor(10)
+	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: ctorArgs},
+		fleet.ServeOptions{})
+	if err != nil {
+		panic(err)
+	}
+	defer h.Stop(context.Background())
+
+	req := nats.NewMsg("fleet.w.dp1")
+	req.Header.Set("Fleet-Method", "Process")
+	req.Header.Set("Content-Type", "application/json")
+	req.Data = []byte("[42]")
+	reply, err := nc.RequestMsg(req, 5*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(reply.Header.Get("Fleet-Status"), string(reply.Data))
+	// Output: ok 420
 }
