@@ -27,14 +27,18 @@ type call struct {
 	state    atomic.Uint32
 	ownCtx   bool // Task.Ctx was made for this call and Task.Cancel cancels it
 	val      any
-	raw      []byte // remote result, decoded lazily into the future's type
-	codec    codec.Codec
 	err      error
 	rc       *remoteCall // remote modes
-	cx       *callCtx    // CallCtx
-	mu       sync.Mutex  // guards done and watchers
+	ext      *callExt    // CallCtx, Gather, Wait, AsCompleted
+	mu       sync.Mutex  // guards done and ext.watchers
 	done     chan struct{}
-	watchers []func() // run once when done (Gather, Wait, AsCompleted)
+}
+
+// callExt holds what few calls need.
+type callExt struct {
+	ctx      context.Context // CallCtx: the caller's context
+	stop     func() bool     // stops the watch on ctx
+	watchers []func()        // run once when done
 }
 
 // remoteCall is what a call to a worker in another process carries.
@@ -45,12 +49,8 @@ type remoteCall struct {
 	deadline time.Time     // sent as Fleet-Deadline
 	attempt  int                    // retries: attempts made
 	verr     *fleet.ValidationError // retries: refused results so far
-}
-
-// callCtx ties a call to the caller's context.
-type callCtx struct {
-	ctx  context.Context
-	stop func() bool // stops the watch on ctx
+	raw      []byte                 // the result, decoded lazily into the future's type
+	codec    codec.Codec
 }
 
 const (
@@ -67,18 +67,40 @@ var closedChan = func() chan struct{} {
 }()
 
 // Reply implements fleet.Replier for in-process workers.
-func (c *call) Reply(_ *fleet.Task, res any, err error) { c.complete(res, nil, err) }
+func (c *call) Reply(_ *fleet.Task, res any, err error) { c.complete(res, err) }
 
 // complete resolves the call once; later completions (a result arriving after a cancel) are dropped.
-func (c *call) complete(val any, raw []byte, err error) bool {
+func (c *call) complete(val any, err error) bool {
 	if !c.state.CompareAndSwap(callPending, callCompleting) {
 		return false
 	}
-	c.val, c.raw, c.err = val, raw, err
+	c.val, c.err = val, err
+	c.resolved()
+	return true
+}
+
+// completeRemote resolves the call with an encoded result (raw, in codec cd) or an error.
+func (c *call) completeRemote(cd codec.Codec, raw []byte, err error) bool {
+	if !c.state.CompareAndSwap(callPending, callCompleting) {
+		return false
+	}
+	c.err = err
+	if err == nil {
+		c.rc.raw, c.rc.codec = raw, cd
+	}
+	c.resolved()
+	return true
+}
+
+// resolved publishes the outcome just written and runs what waits for it.
+func (c *call) resolved() {
 	c.state.Store(callDone)
 	c.mu.Lock()
-	ch, ws := c.done, c.watchers
-	c.watchers = nil
+	ch := c.done
+	var ws []func()
+	if c.ext != nil {
+		ws, c.ext.watchers = c.ext.watchers, nil
+	}
 	c.mu.Unlock()
 	if ch != nil {
 		close(ch)
@@ -89,13 +111,12 @@ func (c *call) complete(val any, raw []byte, err error) bool {
 	if c.ownCtx {
 		c.Cancel()
 	}
-	if c.cx != nil {
-		c.cx.stop()
+	if c.ext != nil && c.ext.stop != nil {
+		c.ext.stop()
 	}
 	if c.pool != nil {
 		c.pool.finished(c)
 	}
-	return true
 }
 
 func (c *call) isDone() bool { return c.state.Load() == callDone }
@@ -130,7 +151,10 @@ func (c *call) whenDone(f func()) {
 		f()
 		return
 	}
-	c.watchers = append(c.watchers, f)
+	if c.ext == nil {
+		c.ext = &callExt{}
+	}
+	c.ext.watchers = append(c.ext.watchers, f)
 	c.mu.Unlock()
 }
 
@@ -152,7 +176,7 @@ type Awaitable interface {
 // Future is the pending result of a call. Its methods are safe for concurrent use.
 type Future[T any] struct {
 	call
-	once    sync.Once
+	// A remote result is decoded once, under call.mu, into these.
 	result  T
 	decErr  error
 	decoded bool
@@ -193,7 +217,7 @@ func (f *Future[T]) Result(ctx context.Context) (T, error) {
 func (f *Future[T]) Cancel() bool { return f.cancel(context.Canceled) }
 
 func (c *call) cancel(cause error) bool {
-	if !c.complete(nil, nil, cause) {
+	if !c.complete(nil, cause) {
 		return false
 	}
 	if c.pool != nil {
@@ -209,30 +233,34 @@ func (f *Future[T]) get() (T, error) {
 		var zero T
 		return zero, f.err
 	}
-	f.once.Do(f.decode)
+	if f.rc == nil || f.rc.raw == nil {
+		return f.local()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.decoded {
+		f.decoded = true
+		if err := f.rc.codec.Unmarshal(f.rc.raw, &f.result); err != nil {
+			f.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, f.result, err)
+		}
+	}
 	return f.result, f.decErr
 }
 
-func (f *Future[T]) decode() {
-	switch {
-	case f.raw != nil:
-		f.decErr = f.codec.Unmarshal(f.raw, &f.result)
-		if f.decErr != nil {
-			f.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, f.result, f.decErr)
-		}
-	case f.val == nil:
-	default:
-		if v, ok := f.val.(T); ok {
-			f.result = v
-			return
-		}
-		t := reflect.TypeFor[T]()
-		if v, ok := fleet.Coerce(reflect.ValueOf(f.val), t); ok {
-			f.result = v.Interface().(T)
-			return
-		}
-		f.decErr = fmt.Errorf("%w: result of %s is %T, not assignable to %s", ErrResultType, f.method, f.val, t)
+// local reads an in-process result as T: as it is, or coerced where Go would convert without loss.
+func (f *Future[T]) local() (T, error) {
+	var zero T
+	if f.val == nil {
+		return zero, nil
 	}
+	if v, ok := f.val.(T); ok {
+		return v, nil
+	}
+	t := reflect.TypeFor[T]()
+	if v, ok := fleet.Coerce(reflect.ValueOf(f.val), t); ok {
+		return v.Interface().(T), nil
+	}
+	return zero, fmt.Errorf("%w: result of %s is %T, not assignable to %s", ErrResultType, f.method, f.val, t)
 }
 
 func (f *Future[T]) value() (any, error) {
@@ -247,10 +275,10 @@ func (f *Future[T]) arg() (any, error) {
 	if f.err != nil {
 		return nil, f.err
 	}
-	if f.raw != nil && reflect.TypeFor[T]().Kind() == reflect.Interface {
+	if f.rc != nil && f.rc.raw != nil && reflect.TypeFor[T]().Kind() == reflect.Interface {
 		// A remote result travelling on to another call keeps its encoding; it is decoded into the next method's
 		// parameter type, not guessed.
-		return rawValue{raw: f.raw, codec: f.codec}, nil
+		return rawValue{raw: f.rc.raw, codec: f.rc.codec}, nil
 	}
 	return f.value()
 }

@@ -49,8 +49,8 @@ func (b *localBackend) prepare(c *call) error {
 	c.Method, c.Args = m, in
 	c.Retry = p.retry.forMethod(c.method)
 	base := p.ctx
-	if c.cx != nil {
-		base = c.cx.ctx
+	if c.ext != nil && c.ext.ctx != nil {
+		base = c.ext.ctx
 	}
 	if m.TakesContext() {
 		c.Ctx, c.Cancel = context.WithCancel(base)
@@ -102,7 +102,7 @@ func (p *Pool) runInline(c *call) {
 	slot, ok := p.bal.Pick(0)
 	if !ok {
 		p.mu.Unlock()
-		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+		c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 		return
 	}
 	c.slot = slot
@@ -111,7 +111,7 @@ func (p *Pool) runInline(c *call) {
 	p.syncMu.Lock()
 	res, err := w.Run(&c.Task)
 	p.syncMu.Unlock()
-	c.complete(res, nil, err)
+	c.complete(res, err)
 }
 
 // runOnDemand starts a worker for c alone, runs c on it and stops it.
@@ -134,7 +134,7 @@ func (p *Pool) runOnDemand(c *call) {
 			p.opts.Logger.Warn("client: stop on-demand worker", "worker", h.id(), "err", err)
 		}
 	} else {
-		c.complete(nil, nil, fmt.Errorf("client: start on-demand worker of %s: %w", p.name, err))
+		c.complete(nil, fmt.Errorf("client: start on-demand worker of %s: %w", p.name, err))
 	}
 	p.mu.Lock()
 	delete(p.onDemand, h)

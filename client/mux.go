@@ -127,7 +127,7 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 	case codec.StatusOK, codec.StatusError:
 		cd, err := codec.ForContentType(msg.Header.Get(codec.HeaderContentType))
 		if err != nil {
-			c.complete(nil, nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
+			c.complete(nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
 			return
 		}
 		if status == codec.StatusOK {
@@ -140,15 +140,15 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 		}
 		var e codec.Error
 		if err := cd.Unmarshal(msg.Data, &e); err != nil {
-			c.complete(nil, nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
+			c.complete(nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
 			return
 		}
 		c.remoteReply(cd, nil, fleet.DecodeError(e))
 	default:
 		if msg.Header.Get("Status") == "503" {
-			c.complete(nil, nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.worker))
+			c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.worker))
 			return
 		}
-		c.complete(nil, nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
+		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
 	}
 }

@@ -242,8 +242,8 @@ func CallCtx[R any](ctx context.Context, p *Pool, method string, args ...any) *F
 			p.reject(c, err)
 			return f
 		}
-		c.cx = &callCtx{ctx: ctx}
-		c.cx.stop = context.AfterFunc(ctx, func() { c.cancel(ctx.Err()) })
+		c.ext = &callExt{ctx: ctx}
+		c.ext.stop = context.AfterFunc(ctx, func() { c.cancel(ctx.Err()) })
 	}
 	p.submit(&f.call)
 	return f
@@ -279,7 +279,7 @@ func (p *Pool) Broadcast(method string, args ...any) []*Future[any] {
 			p.syncMu.Lock()
 			res, err := h.(localHandle).w.Run(&c.Task)
 			p.syncMu.Unlock()
-			c.complete(res, nil, err)
+			c.complete(res, err)
 			continue
 		}
 		h.send(c)
@@ -310,7 +310,7 @@ func (p *Pool) submit(c *call) {
 // reject fails a call the pool never accepted.
 func (p *Pool) reject(c *call, err error) {
 	c.pool = nil
-	c.complete(nil, nil, err)
+	c.complete(nil, err)
 }
 
 func (p *Pool) awaitArgs(c *call, deps []Awaitable) {
@@ -320,13 +320,13 @@ func (p *Pool) awaitArgs(c *call, deps []Awaitable) {
 		case <-c.doneChan(): // cancelled while waiting
 			return
 		case <-p.ctx.Done():
-			c.complete(nil, nil, fmt.Errorf("%w: stopped while waiting for argument futures", ErrPoolStopped))
+			c.complete(nil, fmt.Errorf("%w: stopped while waiting for argument futures", ErrPoolStopped))
 			return
 		}
 	}
 	args, err := substitute(c.args)
 	if err != nil {
-		c.complete(nil, nil, fmt.Errorf("client: argument of %s: %w", c.method, err))
+		c.complete(nil, fmt.Errorf("client: argument of %s: %w", c.method, err))
 		return
 	}
 	c.args = args
@@ -336,7 +336,7 @@ func (p *Pool) awaitArgs(c *call, deps []Awaitable) {
 func (p *Pool) accept(c *call, counted bool) {
 	if err := p.be.prepare(c); err != nil {
 		if counted {
-			c.complete(nil, nil, err)
+			c.complete(nil, err)
 		} else {
 			p.reject(c, err)
 		}
@@ -353,7 +353,7 @@ func (p *Pool) accept(c *call, counted bool) {
 	if p.direct {
 		slot, ok := p.bal.Pick(0)
 		if !ok {
-			c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+			c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 			return
 		}
 		c.slot = slot
@@ -372,7 +372,7 @@ func (p *Pool) accept(c *call, counted bool) {
 	}
 	if !p.opts.OnDemand && p.bal.Len() == 0 {
 		p.mu.Unlock()
-		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+		c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 		return
 	}
 	p.queue.push(c)
@@ -532,7 +532,7 @@ func (p *Pool) abort(err error, hs []handle) {
 	}
 	p.mu.Unlock()
 	for _, c := range queued {
-		c.complete(nil, nil, err)
+		c.complete(nil, err)
 	}
 	// In-process calls fail with err before their contexts are cancelled, so a method returning ctx.Err() does not
 	// decide the call's error; remote handles fail theirs in stop.

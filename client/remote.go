@@ -319,7 +319,7 @@ func (be *remoteBackend) lose(h *remoteHandle, reason string) {
 	p.opts.Logger.Warn("client: worker lost", "pool", p.id, "worker", h.wid, "reason", reason, "in_flight", len(calls))
 	err := fmt.Errorf("%w: %s: %s", ErrWorkerLost, h.wid, reason)
 	for _, c := range calls {
-		c.complete(nil, nil, err)
+		c.complete(nil, err)
 	}
 	if replace {
 		go be.replace(h.index)
@@ -370,8 +370,8 @@ func (be *remoteBackend) prepare(c *call) error {
 		return fmt.Errorf("%w: %s.%s: %w", fleet.ErrBadArguments, p.name, c.method, err)
 	}
 	c.rc = &remoteCall{body: body}
-	if c.cx != nil {
-		c.rc.deadline, _ = c.cx.ctx.Deadline()
+	if c.ext != nil && c.ext.ctx != nil {
+		c.rc.deadline, _ = c.ext.ctx.Deadline()
 	}
 	c.Retry = p.retry.forMethod(c.method)
 	if p.sink != nil {
@@ -391,7 +391,7 @@ func (h *remoteHandle) send(c *call) {
 	h.mu.Lock()
 	if h.lost {
 		h.mu.Unlock()
-		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrWorkerLost, h.wid))
+		c.complete(nil, fmt.Errorf("%w: %s", ErrWorkerLost, h.wid))
 		return
 	}
 	h.inflight[c] = struct{}{}
@@ -421,7 +421,7 @@ func (h *remoteHandle) publish(c *call) {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			err = fmt.Errorf("%w: %w", fleet.ErrPayloadTooLarge, err)
 		}
-		c.complete(nil, nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
+		c.complete(nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
 	}
 }
 
@@ -554,7 +554,7 @@ func (p *Pool) failQueuedIfNoWorkers() {
 	}
 	p.mu.Unlock()
 	for _, c := range queued {
-		c.complete(nil, nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
+		c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 	}
 }
 
@@ -563,9 +563,8 @@ func (p *Pool) failQueuedIfNoWorkers() {
 // slot meanwhile, so the pool's statistics count it once.
 func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
 	rp := c.Retry
-	if rp == nil || c.rc == nil || c.rc.rh.Load() == nil {
-		c.codec = cd
-		c.complete(nil, raw, err)
+	if rp == nil || c.rc.rh.Load() == nil {
+		c.completeRemote(cd, raw, err)
 		return
 	}
 	rc := c.rc
@@ -584,11 +583,7 @@ func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
 		}
 	}
 	if err == nil || rc.attempt >= rp.Attempts || (err != rc.verr && rp.Retry != nil && !rp.Retry(err)) {
-		c.codec = cd
-		if err != nil {
-			raw = nil
-		}
-		c.complete(nil, raw, err)
+		c.completeRemote(cd, raw, err)
 		return
 	}
 	d := time.Duration(0)
@@ -610,7 +605,7 @@ func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
 			t.Stop()
 		}
 		if serr != nil {
-			c.complete(nil, nil, err)
+			c.complete(nil, err)
 			return
 		}
 		if !c.isDone() {
