@@ -66,6 +66,13 @@ type rateState struct {
 	Frac float64 `msgpack:"f,omitempty"`
 	// Log: sliding window admissions, sorted by time.
 	Log []slot `msgpack:"s,omitempty"`
+	// Out: units of a bucket algorithm (token, leaky, GCRA) leased to
+	// reservoirs in Lease mode and not yet settled. They were taken already, but
+	// the bucket must not refill over them while they can still be used: refill
+	// stops at capacity minus Out (so bucket plus reservoirs never hold more than
+	// capacity). The KV backend derives it from the live leases before each use;
+	// it is never stored. Zero in memory.
+	Out float64 `msgpack:"-"`
 }
 
 // slot is Count units admitted (or leased) at At, counted until At+Window.
@@ -104,22 +111,23 @@ func (p *rateParams) advance(st *rateState, now int64) {
 	switch p.alg {
 	case TokenBucket:
 		if now > st.Mark {
-			st.Level = math.Min(p.capacity, st.Level+float64(now-st.Mark)/p.interval())
+			st.Level = max(st.Level, min(p.capacity-st.Out, st.Level+float64(now-st.Mark)/p.interval()))
 			st.Mark = now
 		}
 	case LeakyBucket:
 		if now <= st.Mark {
 			return
 		}
-		if st.Level == 0 {
+		free := st.Level - st.Out // leased units stay in the queue until settled
+		if free <= 0 {
 			st.Mark, st.Frac = now, 0
 			return
 		}
 		iv := p.interval()
 		drained := math.Floor((float64(now-st.Mark) - st.Frac) / iv)
 		switch {
-		case drained >= st.Level:
-			st.Level, st.Mark, st.Frac = 0, now, 0
+		case drained >= free:
+			st.Level, st.Mark, st.Frac = st.Out, now, 0
 		case drained > 0:
 			st.Level -= drained
 			adv := drained*iv + st.Frac
@@ -152,18 +160,25 @@ func (p *rateParams) advance(st *rateState, now int64) {
 }
 
 // wait returns 0 when n units fit now (st advanced to now), else how long until
-// they would fit if nothing else changed: a hint for sleeping, always > 0.
+// they would fit if nothing else changed: a hint for sleeping, always > 0;
+// untilChange when only the settling of leased units can make room.
 func (p *rateParams) wait(st *rateState, now int64, n float64) int64 {
 	switch p.alg {
 	case TokenBucket:
 		if st.Level >= n {
 			return 0
 		}
+		if n > p.capacity-st.Out {
+			return untilChange
+		}
 		return ceilNanos((n - st.Level) * p.interval())
 	case LeakyBucket:
 		excess := st.Level + n - p.capacity
 		if excess <= 0 {
 			return 0
+		}
+		if math.Ceil(excess) > st.Level-st.Out {
+			return untilChange
 		}
 		return ceilNanos(float64(st.Mark-now) + st.Frac + math.Ceil(excess)*p.interval())
 	case SlidingWindow:
@@ -187,14 +202,18 @@ func (p *rateParams) wait(st *rateState, now int64, n float64) int64 {
 		if over <= gcraSlack {
 			return 0
 		}
+		if (st.Out+n)*p.interval()-float64(p.window) > gcraSlack {
+			return untilChange
+		}
 		return ceilNanos(over)
 	}
 	panic("limits: unknown algorithm " + string(p.alg))
 }
 
-// gcraDebt is how far the theoretical arrival time is ahead of now.
+// gcraDebt is how far the theoretical arrival time is ahead of now; never less
+// than the emission time of the leased units.
 func (p *rateParams) gcraDebt(st *rateState, now int64) float64 {
-	return max(0, float64(st.Mark-now)+st.Frac)
+	return max(st.Out*p.interval(), float64(st.Mark-now)+st.Frac)
 }
 
 // take consumes n units at now (after wait returned 0). Windowed admissions are
@@ -242,9 +261,9 @@ func (p *rateParams) record(st *rateState, at int64, n float64) int64 {
 func (p *rateParams) refund(st *rateState, now int64, n float64) {
 	switch p.alg {
 	case TokenBucket:
-		st.Level = math.Min(p.capacity, st.Level+n)
+		st.Level = max(st.Level, min(p.capacity-st.Out, st.Level+n))
 	case GCRA:
-		p.setTAT(st, now, max(0, p.gcraDebt(st, now)-n*p.interval()))
+		p.setTAT(st, now, max(st.Out*p.interval(), p.gcraDebt(st, now)-n*p.interval()))
 	}
 }
 
@@ -283,15 +302,16 @@ func ceilNanos(x float64) int64 {
 	return max(1, int64(math.Ceil(x)))
 }
 
-// giveBack returns n units of a lease that were never used. at is what take
-// recorded: the sliding-window slot, or the fixed window's start. Token bucket
-// and GCRA refund; the windows uncount them if their slot or window is still
-// there; a leaky bucket keeps them (they are in its queue and drain with it:
-// removing them could let the real queue overflow).
+// giveBack returns n units of a lease that were never used, after the lease's
+// units left st.Out. at is what take recorded: the sliding-window slot, or the
+// fixed window's start. Buckets take them back (for a leaky bucket: out of
+// its queue); the windows uncount them if their slot or window is still there.
 func (p *rateParams) giveBack(st *rateState, now int64, n float64, at int64) {
 	switch p.alg {
 	case TokenBucket, GCRA:
 		p.refund(st, now, n)
+	case LeakyBucket:
+		st.Level = max(st.Out, st.Level-n)
 	case FixedWindow:
 		if st.Mark == at {
 			st.Level = max(0, st.Level-n)

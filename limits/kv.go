@@ -79,9 +79,14 @@ type sharedState struct {
 	Rates []rateState `msgpack:"r"`
 	// Holders maps each holder of resource slots to its lease.
 	Holders map[string]holder `msgpack:"h,omitempty"`
+	// Leases maps each holder to the units of bucket algorithms its Lease-mode
+	// reservoir holds (rateState.Out). An entry ends when its holder settles it
+	// or, if the holder died, when it expires.
+	Leases map[string]holder `msgpack:"l,omitempty"`
 }
 
-// holder is one process's (one set's) resource lease.
+// holder is what one set holds of the shared state until Expires: resource
+// slots, or leased units.
 type holder struct {
 	_msgpack struct{}  `msgpack:",as_array"`
 	Expires  int64     // Unix ns, by the holder's clock; others add MaxSkew
@@ -89,18 +94,53 @@ type holder struct {
 }
 
 func (st *sharedState) clone() *sharedState {
-	c := &sharedState{Sig: st.Sig, Rates: make([]rateState, len(st.Rates))}
+	c := &sharedState{Sig: st.Sig, Rates: make([]rateState, len(st.Rates)), Holders: cloneHolders(st.Holders), Leases: cloneHolders(st.Leases)}
 	for i := range st.Rates {
 		c.Rates[i] = st.Rates[i].clone()
 	}
-	if len(st.Holders) > 0 {
-		c.Holders = make(map[string]holder, len(st.Holders))
-		for k, h := range st.Holders {
-			h.Slots = slices.Clone(h.Slots)
-			c.Holders[k] = h
-		}
+	return c
+}
+
+func cloneHolders(m map[string]holder) map[string]holder {
+	if len(m) == 0 {
+		return nil
+	}
+	c := make(map[string]holder, len(m))
+	for k, h := range m {
+		h.Slots = slices.Clone(h.Slots)
+		c[k] = h
 	}
 	return c
+}
+
+// addHolding adds n to slot i of key's entry, creating it; the entry lives at
+// least until expires.
+func addHolding(m *map[string]holder, key string, slots int, i int, n float64, expires int64) {
+	if *m == nil {
+		*m = make(map[string]holder)
+	}
+	h := (*m)[key]
+	if len(h.Slots) < slots {
+		h.Slots = append(h.Slots, make([]float64, slots-len(h.Slots))...)
+	}
+	h.Slots[i] += n
+	h.Expires = max(h.Expires, expires)
+	(*m)[key] = h
+}
+
+// subHolding removes n from slot i of key's entry, deleting an entry left
+// empty.
+func subHolding(m map[string]holder, key string, i int, n float64) {
+	h, ok := m[key]
+	if !ok || i >= len(h.Slots) {
+		return
+	}
+	h.Slots[i] = max(0, h.Slots[i]-n)
+	if slices.ContainsFunc(h.Slots, func(v float64) bool { return v > 0 }) {
+		m[key] = h
+	} else {
+		delete(m, key)
+	}
 }
 
 func newKVBackend(s *Set) (*kvBackend, error) {
@@ -332,7 +372,12 @@ func (b *kvBackend) update(ctx context.Context, mode txMode, fn txFunc, commit f
 			<-b.gate
 			return 0, fmt.Errorf("limits: encoding shared set %q: %w", b.name, err)
 		}
-		rev, err := b.kv.Update(ctx, b.name, raw, snap.rev)
+		// The write itself ignores the caller's cancellation: a write abandoned in
+		// flight may still commit, and its units would be spent with nobody
+		// holding them.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+		rev, err := b.kv.Update(wctx, b.name, raw, snap.rev)
+		cancel()
 		if err == nil {
 			b.store(snapshot{rev: rev, raw: raw, st: st})
 			if commit != nil {
@@ -404,20 +449,32 @@ func (b *kvBackend) watch() {
 	}
 }
 
-// prune drops resource leases expired by now (MaxSkew late, so that a holder
-// whose clock is behind ours is not cut short).
-func (b *kvBackend) prune(st *sharedState, now int64) {
-	for k, h := range st.Holders {
-		if h.Expires+b.margin <= now {
-			delete(st.Holders, k)
+// settle prepares st for use at now: it drops resource and unit leases
+// expired by now (MaxSkew late, so that a holder whose clock is behind ours is
+// not cut short) and sets each rate's Out.
+func (b *kvBackend) settle(st *sharedState, now int64) {
+	for _, m := range []map[string]holder{st.Holders, st.Leases} {
+		for k, h := range m {
+			if h.Expires+b.margin <= now {
+				delete(m, k)
+			}
+		}
+	}
+	b.setOut(st)
+}
+
+func (b *kvBackend) setOut(st *sharedState) {
+	for i, d := range b.s.defs {
+		if d.kind != kindResource {
+			st.Rates[i].Out = held(st.Leases, i)
 		}
 	}
 }
 
-// inUse is how many slots of resource i the live holders hold.
-func inUse(st *sharedState, i int) float64 {
+// held is how much of slot i the live entries of m hold.
+func held(m map[string]holder, i int) float64 {
 	var n float64
-	for _, h := range st.Holders {
+	for _, h := range m {
 		if i < len(h.Slots) {
 			n += h.Slots[i]
 		}
@@ -425,12 +482,13 @@ func inUse(st *sharedState, i int) float64 {
 	return n
 }
 
-// expiryHint is how long until another holder of resource i could be judged
-// dead: when to look again if nobody releases.
-func (b *kvBackend) expiryHint(st *sharedState, i int, now int64) int64 {
+// expiryHint is how long until an entry of m holding slot i (other than
+// ours, when skipOwn) could be judged dead: when to look again if nobody
+// gives anything back.
+func (b *kvBackend) expiryHint(m map[string]holder, i int, now int64, skipOwn bool) int64 {
 	w := int64(untilChange)
-	for k, h := range st.Holders {
-		if k != b.holder && i < len(h.Slots) && h.Slots[i] > 0 {
+	for k, h := range m {
+		if !(skipOwn && k == b.holder) && i < len(h.Slots) && h.Slots[i] > 0 {
 			w = min(w, max(1, h.Expires+b.margin-now))
 		}
 	}
@@ -445,40 +503,28 @@ func (b *kvBackend) check(st *sharedState, now int64, a *Acquisition) blocker {
 			continue
 		}
 		if d.kind == kindResource {
-			if inUse(st, i)+a.amounts[i] > d.capacity {
-				bl.add(d.key, b.expiryHint(st, i, now))
+			if held(st.Holders, i)+a.amounts[i] > d.capacity {
+				bl.add(d.key, b.expiryHint(st.Holders, i, now, true))
 			}
 			continue
 		}
 		p := &b.s.params[i]
 		p.advance(&st.Rates[i], now)
-		bl.add(d.key, p.wait(&st.Rates[i], now, a.amounts[i]))
+		w := p.wait(&st.Rates[i], now, a.amounts[i])
+		if w == untilChange { // only leased units settling make room
+			w = b.expiryHint(st.Leases, i, now, false)
+		}
+		bl.add(d.key, w)
 	}
 	return bl
 }
 
 // takeResources adds a's resource slots to our lease in st and renews it.
 func (b *kvBackend) takeResources(st *sharedState, now int64, a *Acquisition) {
-	var h holder
-	touched := false
 	for i, d := range b.s.defs {
-		if a.taken&(1<<i) == 0 || d.kind != kindResource {
-			continue
+		if a.taken&(1<<i) != 0 && d.kind == kindResource {
+			addHolding(&st.Holders, b.holder, len(b.s.defs), i, a.amounts[i], now+b.resTTL)
 		}
-		if !touched {
-			h, touched = st.Holders[b.holder], true
-			if len(h.Slots) < len(b.s.defs) {
-				h.Slots = append(h.Slots, make([]float64, len(b.s.defs)-len(h.Slots))...)
-			}
-		}
-		h.Slots[i] += a.amounts[i]
-	}
-	if touched {
-		h.Expires = now + b.resTTL
-		if st.Holders == nil {
-			st.Holders = make(map[string]holder)
-		}
-		st.Holders[b.holder] = h
 	}
 }
 
@@ -506,7 +552,7 @@ func (b *kvBackend) acquire(ctx context.Context, a *Acquisition, block bool) err
 		mode = txWait
 	}
 	now, err := b.update(ctx, mode, func(st *sharedState, now int64) (blocker, bool) {
-		b.prune(st, now)
+		b.settle(st, now)
 		if bl := b.check(st, now, a); bl.wait != 0 {
 			return bl, false
 		}
@@ -538,19 +584,10 @@ func (b *kvBackend) release(a *Acquisition) error {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	_, err := b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
-		b.prune(st, now)
-		if h, ok := st.Holders[b.holder]; ok && hasRes {
-			empty := true
-			for i, d := range b.s.defs {
-				if a.taken&(1<<i) != 0 && d.kind == kindResource && i < len(h.Slots) {
-					h.Slots[i] = max(0, h.Slots[i]-a.amounts[i])
-				}
-				empty = empty && (i >= len(h.Slots) || h.Slots[i] == 0)
-			}
-			if empty {
-				delete(st.Holders, b.holder)
-			} else {
-				st.Holders[b.holder] = h
+		b.settle(st, now)
+		for i, d := range b.s.defs {
+			if a.taken&(1<<i) != 0 && d.kind == kindResource {
+				subHolding(st.Holders, b.holder, i, a.amounts[i])
 			}
 		}
 		if refunds {
@@ -595,7 +632,7 @@ func (b *kvBackend) renew(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(b.bgCtx, timeout)
 	defer cancel()
 	_, err := b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
-		b.prune(st, now)
+		b.settle(st, now)
 		h, ok := st.Holders[b.holder]
 		b.mu.Lock()
 		defer b.mu.Unlock()
@@ -633,11 +670,11 @@ func (b *kvBackend) stats() map[string]Stats {
 	} else {
 		st = st.clone()
 	}
-	b.prune(st, now)
+	b.settle(st, now)
 	out := make(map[string]Stats, len(b.s.defs))
 	for i, d := range b.s.defs {
 		if d.kind == kindResource {
-			out[d.key] = resourceStats(d, inUse(st, i))
+			out[d.key] = resourceStats(d, held(st.Holders, i))
 			continue
 		}
 		p := &b.s.params[i]

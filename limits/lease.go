@@ -10,35 +10,43 @@ import (
 // reservoir is Lease mode's local stock of units taken from a shared set.
 //
 // A batch is taken in one compare-and-set and recorded in the shared state as
-// if all of it were used: token bucket, GCRA and leaky bucket units are taken at
-// once; window algorithms count the batch at the END of its validity (sliding
-// window: a slot at lease end + MaxSkew; fixed window: the batch is only valid
-// until MaxSkew before its window ends). Local admissions are served from
-// batches only while they are valid, so every admission is covered by a
-// shared record at least as late as itself: the fleet-wide count can only be
-// overstated, never understated. When a batch expires, its unused units go
-// back (giveBack) in one more compare-and-set.
+// if all of it were used, in a way that keeps the fleet-wide promise:
+//   - window algorithms count the batch at the END of its validity (sliding
+//     window: a slot at lease end + MaxSkew; fixed window: the batch is only
+//     valid until MaxSkew before its window ends), so every local admission is
+//     covered by a shared record at least as late as itself;
+//   - bucket algorithms (token, leaky, GCRA) take the batch at once and also
+//     record it in a lease entry of the shared state (sharedState.Leases): the
+//     bucket does not refill over leased units, so the shared bucket plus every
+//     reservoir never hold more than capacity. The entry expires by itself if
+//     this process dies.
+//
+// Local admissions are served from batches only while they are valid. When a
+// batch expires, its lease entry is settled and its unused units go back
+// (giveBack), in one more compare-and-set.
 type reservoir struct {
 	b    *kvBackend
 	size []float64 // batch size by def index
 	ttl  int64
-	kick chan struct{} // a batch was added: recompute the next expiry
+	kick chan struct{} // batches or refunds were added: recompute the next deadline
 
 	mu       sync.Mutex
 	batches  [][]batch     // by def index
+	pending  []float64     // refunds that fit no batch, by def index: for the shared state
 	fetching chan struct{} // non-nil while a caller takes a batch for the others; closed when done
 }
 
 type batch struct {
 	left    float64
-	expires int64 // by the set's clock; unusable from then on
-	at      int64 // sliding window slot, or fixed window start
+	size    float64 // bucket algorithms: units in the lease entry, settled at expiry
+	expires int64   // by the set's clock; unusable from then on
+	at      int64   // sliding window slot, or fixed window start
 }
 
 func newReservoir(b *kvBackend) *reservoir {
 	o := b.s.opts
 	r := &reservoir{b: b, ttl: int64(o.LeaseTTL), kick: make(chan struct{}, 1),
-		size: make([]float64, len(b.s.defs)), batches: make([][]batch, len(b.s.defs))}
+		size: make([]float64, len(b.s.defs)), batches: make([][]batch, len(b.s.defs)), pending: make([]float64, len(b.s.defs))}
 	for i, d := range b.s.defs {
 		if d.kind == kindResource {
 			continue
@@ -111,7 +119,7 @@ func firstTaken(a *Acquisition) int {
 // takeLocal serves a entirely from valid batches, or takes nothing.
 func (r *reservoir) takeLocal(a *Acquisition, now int64) bool {
 	for i := range a.amounts {
-		if a.taken&(1<<i) != 0 && r.local(i, now) < a.amounts[i] {
+		if a.taken&(1<<i) != 0 && r.localLocked(i, now) < a.amounts[i] {
 			return false
 		}
 	}
@@ -135,8 +143,14 @@ func (r *reservoir) takeLocal(a *Acquisition, now int64) bool {
 	return true
 }
 
-// local is what limit i's valid batches hold. Callers hold r.mu.
+// local is what limit i's valid batches hold.
 func (r *reservoir) local(i int, now int64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.localLocked(i, now)
+}
+
+func (r *reservoir) localLocked(i int, now int64) float64 {
 	var n float64
 	for _, bt := range r.batches[i] {
 		if bt.expires > now {
@@ -158,7 +172,7 @@ func (r *reservoir) fetch(ctx context.Context, a *Acquisition, block bool) error
 		mode = txWait
 	}
 	now, err := b.update(ctx, mode, func(st *sharedState, now int64) (blocker, bool) {
-		b.prune(st, now)
+		b.settle(st, now)
 		if bl := b.check(st, now, a); bl.wait != 0 {
 			return bl, false
 		}
@@ -182,6 +196,7 @@ func (r *reservoir) fetch(ctx context.Context, a *Acquisition, block bool) error
 				p.take(rs, now, got[i], now)
 			default:
 				p.take(rs, now, got[i], now)
+				addHolding(&st.Leases, b.holder, n, i, got[i], expires[i])
 			}
 		}
 		b.takeResources(st, now, a)
@@ -189,9 +204,16 @@ func (r *reservoir) fetch(ctx context.Context, a *Acquisition, block bool) error
 	}, func(now int64) {
 		b.holdResources(a, 1)
 		r.mu.Lock()
-		for i := range got {
-			if left := got[i] - a.amounts[i]; left > 0 && expires[i] > now {
-				r.batches[i] = append(r.batches[i], batch{left: left, expires: expires[i], at: at[i]})
+		for i, d := range b.s.defs {
+			if a.taken&(1<<i) == 0 || d.kind == kindResource {
+				continue
+			}
+			bt := batch{left: got[i] - a.amounts[i], expires: expires[i], at: at[i]}
+			if d.alg.bucket() {
+				bt.size = got[i]
+			}
+			if bt.size > 0 || (bt.left > 0 && bt.expires > now) {
+				r.batches[i] = append(r.batches[i], bt)
 			}
 		}
 		r.mu.Unlock()
@@ -219,15 +241,29 @@ func (r *reservoir) poke() {
 	}
 }
 
-// refund puts a's unused units of refunding algorithms into the reservoir,
-// to be used here or given back when the batch expires.
+// refund puts a's unused units of refunding algorithms back into valid
+// batches, up to each batch's size (so that the reservoir never holds more
+// than its lease entries cover); the rest goes to the shared state with the
+// next give-back, which is due at once.
 func (r *reservoir) refund(a *Acquisition) {
 	now := r.b.now()
 	added := false
 	r.mu.Lock()
 	for i := range a.amounts {
-		if u := a.refund(i); a.taken&(1<<i) != 0 && u > 0 {
-			r.batches[i] = append(r.batches[i], batch{left: u, expires: now + r.ttl})
+		u := a.refund(i)
+		if a.taken&(1<<i) == 0 || u <= 0 {
+			continue
+		}
+		for j := range r.batches[i] {
+			bt := &r.batches[i][j]
+			if bt.expires > now && bt.left < bt.size {
+				n := min(u, bt.size-bt.left)
+				bt.left += n
+				u -= n
+			}
+		}
+		if u > 0 {
+			r.pending[i] += u
 			added = true
 		}
 	}
@@ -245,15 +281,19 @@ func (r *reservoir) loop() {
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		next := int64(math.MaxInt64)
-		for _, bs := range r.batches {
+		next, due := int64(math.MaxInt64), false
+		for i, bs := range r.batches {
 			for _, bt := range bs {
 				next = min(next, bt.expires)
 			}
+			due = due || r.pending[i] > 0
 		}
 		r.mu.Unlock()
 		d := time.Hour
-		if next != math.MaxInt64 {
+		switch {
+		case due:
+			d = 0
+		case next != math.MaxInt64:
 			d = time.Duration(max(0, next-b.now()))
 		}
 		t.Reset(d)
@@ -280,12 +320,15 @@ func (r *reservoir) returnAll() error {
 }
 
 type leftover struct {
-	i    int
-	left float64
-	at   int64
+	i      int
+	left   float64 // unused units
+	size   float64 // units to settle in the lease entry
+	at     int64
+	refund bool // left is a refund (Acquisition.Update), not a batch's rest
 }
 
-// take removes the batches expired at now and returns their unused units.
+// take removes the batches expired at now, and the pending refunds, and
+// returns what they leave to settle.
 func (r *reservoir) take(now int64) []leftover {
 	var out []leftover
 	r.mu.Lock()
@@ -294,31 +337,47 @@ func (r *reservoir) take(now int64) []leftover {
 		keep := bs[:0]
 		for _, bt := range bs {
 			switch {
-			case bt.left <= 0:
 			case bt.expires <= now:
-				out = append(out, leftover{i: i, left: bt.left, at: bt.at})
-			default:
+				if bt.left > 0 || bt.size > 0 {
+					out = append(out, leftover{i: i, left: bt.left, size: bt.size, at: bt.at})
+				}
+			case bt.left > 0 || bt.size > 0:
 				keep = append(keep, bt)
 			}
 		}
 		r.batches[i] = keep
+		if r.pending[i] > 0 {
+			out = append(out, leftover{i: i, left: r.pending[i], refund: true})
+			r.pending[i] = 0
+		}
 	}
 	return out
 }
 
+// giveBack settles ls in the shared state: lease entries shrink by the
+// batches' sizes, unused units go back. Refill up to now still counts the
+// leased units as out; what is given back counts from now.
 func (r *reservoir) giveBack(ctx context.Context, ls []leftover) error {
-	params := r.b.s.params
-	worth := false
-	for _, l := range ls {
-		worth = worth || params[l.i].alg != LeakyBucket
-	}
-	if !worth {
+	if len(ls) == 0 {
 		return nil
 	}
-	_, err := r.b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
+	b := r.b
+	params := b.s.params
+	_, err := b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
+		b.settle(st, now)
 		for _, l := range ls {
 			params[l.i].advance(&st.Rates[l.i], now)
-			params[l.i].giveBack(&st.Rates[l.i], now, l.left, l.at)
+			if l.size > 0 {
+				subHolding(st.Leases, b.holder, l.i, l.size)
+			}
+		}
+		b.setOut(st)
+		for _, l := range ls {
+			if l.refund {
+				params[l.i].refund(&st.Rates[l.i], now, l.left)
+			} else {
+				params[l.i].giveBack(&st.Rates[l.i], now, l.left, l.at)
+			}
 		}
 		return blocker{}, true
 	}, nil)

@@ -62,6 +62,10 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 // but not used.
 func (a Algorithm) refunds() bool { return a == TokenBucket || a == GCRA }
 
+// bucket reports whether the algorithm refills continuously (as opposed to
+// counting admissions in windows).
+func (a Algorithm) bucket() bool { return a == TokenBucket || a == LeakyBucket || a == GCRA }
+
 // wholeUnits reports whether the algorithm counts whole units only.
 func (a Algorithm) wholeUnits() bool {
 	return a == LeakyBucket || a == SlidingWindow || a == FixedWindow

@@ -1,0 +1,330 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// returnLatency bounds how long after its decision an Acquire returns, for
+// checks of bucket algorithms on return times. Generous: -race on 2 cores.
+const returnLatency = 50 * time.Millisecond
+
+// sharedSets builds n sets named name, each on its own connection (as
+// separate processes would be), with opts applied to each.
+func sharedSets(t *testing.T, srv *server.Server, name string, n int, opts SetOptions, ls ...Limit) []*Set {
+	t.Helper()
+	sets := make([]*Set, n)
+	for i := range sets {
+		o := opts
+		o.Name, o.Conn = name, connect(t, srv)
+		sets[i] = newSet(t, o, ls...)
+	}
+	return sets
+}
+
+func providers(sets ...*Set) []Provider {
+	ps := make([]Provider, len(sets))
+	for i, s := range sets {
+		ps[i] = s
+	}
+	return ps
+}
+
+func TestKVSharedAcrossSets(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx := context.Background()
+	sets := sharedSets(t, srv, "api", 2, SetOptions{},
+		CallLimit{Window: time.Hour, Capacity: 3},
+		RateLimit{Key: "tokens", Window: time.Hour, Capacity: 100, Algorithm: TokenBucket},
+		ResourceLimit{Key: "connections", Capacity: 2})
+	a, b := sets[0], sets[1]
+	held, err := a.Acquire(ctx, Request{"tokens": 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Acquire(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(ctx, Request{"connections": 0}); err != nil {
+		t.Fatal(err)
+	}
+	// Three calls were made through two sets: the fourth is refused by both.
+	for _, s := range sets {
+		if _, err := s.TryAcquire(ctx, Request{"connections": 0}); !errors.Is(err, ErrWouldWait) {
+			t.Fatalf("fourth call: %v, want ErrWouldWait", err)
+		}
+	}
+	checkFor(t, 5*time.Second, func() error {
+		st := b.Stats()
+		if st["connections"].Available != 0 || math.Abs(st["tokens"].Available-60) > 0.5 || st["call_count"].Available != 0 {
+			return fmt.Errorf("b's stats: connections %v tokens %v calls %v", st["connections"].Available, st["tokens"].Available, st["call_count"].Available)
+		}
+		return nil
+	})
+	if err := held.Update(Usage{"tokens": 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Release(); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		st := b.Stats()
+		if st["connections"].Available != 1 || math.Abs(st["tokens"].Available-90) > 0.5 {
+			return fmt.Errorf("after release b sees connections %v tokens %v, want 1 and 90", st["connections"].Available, st["tokens"].Available)
+		}
+		return nil
+	})
+}
+
+func TestKVDefinitionsMustAgree(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	sharedSets(t, srv, "api", 1, SetOptions{}, CallLimit{Window: time.Minute, Capacity: 3})
+	_, err := NewSet(SetOptions{Name: "api", Conn: connect(t, srv)}, CallLimit{Window: time.Minute, Capacity: 4})
+	if !errors.Is(err, ErrInvalidLimit) || !strings.Contains(err.Error(), `shared set "api" holds other limits (call:call_count:c3:w60000000000:sliding_window) than given (call:call_count:c4:`) {
+		t.Fatalf("NewSet with other limits: %v", err)
+	}
+	// Another bucket is another namespace.
+	sharedSets(t, srv, "api", 1, SetOptions{Bucket: "other"}, CallLimit{Window: time.Minute, Capacity: 4})
+}
+
+func TestKVWaiterWokenByOtherRelease(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sets := sharedSets(t, srv, "gpu", 2, SetOptions{}, ResourceLimit{Key: "gpu", Capacity: 1})
+	held, err := sets[0].Acquire(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan time.Time, 1)
+	go func() {
+		a, err := sets[1].Acquire(ctx, nil)
+		if err != nil {
+			t.Error(err)
+			close(got)
+			return
+		}
+		got <- time.Now()
+		a.Release()
+	}()
+	time.Sleep(100 * time.Millisecond) // let it wait; correctness does not depend on it
+	released := time.Now()
+	if err := held.Release(); err != nil {
+		t.Fatal(err)
+	}
+	// The waiter's only timer is the holder's lease expiry (10s): being served
+	// well before proves the watch woke it.
+	if at, ok := <-got; !ok || at.Sub(released) > 2*time.Second {
+		t.Fatalf("waiter served %v after the release in another set", at.Sub(released))
+	}
+}
+
+// TestKVContention: 8 goroutines on each of 2 sets sharing one key, every
+// algorithm; the admission log must keep the algorithm's promise, measured
+// both by the limiter's clock and by when Acquire returned.
+func TestKVContention(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	const capacity = 20
+	window := 300 * time.Millisecond
+	for _, alg := range []Algorithm{SlidingWindow, FixedWindow, TokenBucket, GCRA, LeakyBucket} {
+		t.Run(string(alg), func(t *testing.T) {
+			sets := sharedSets(t, srv, "contention-"+string(alg), 2, SetOptions{},
+				CallLimit{Window: window, Capacity: capacity, Algorithm: alg}, ResourceLimit{Key: "slots", Capacity: 3})
+			h := hammer(t, providers(sets...), []time.Duration{0, 0}, 8, 1500*time.Millisecond, nil)
+			checkLog(t, alg, h.decided, capacity, window, 0)
+			checkLog(t, alg, h.returned, capacity, window, returnLatency)
+			if h.maxHolders > 3 {
+				t.Fatalf("%d holders of 3 slots", h.maxHolders)
+			}
+		})
+	}
+}
+
+// TestKVNoLostUpdates hammers a key where capacity never binds, so that the
+// sets race on the CAS all the time: the shared count must equal what was
+// admitted. The clock stands still, so nothing expires or refills.
+func TestKVNoLostUpdates(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	clock := newFakeClock()
+	sets := sharedSets(t, srv, "race", 3, SetOptions{Clock: clock.Now},
+		RateLimit{Key: "tokens", Window: time.Hour, Capacity: 1e9, Algorithm: SlidingWindow},
+		RateLimit{Key: "budget", Window: time.Hour, Capacity: 1e9, Algorithm: TokenBucket})
+	h := hammer(t, providers(sets...), []time.Duration{0, 0, 0}, 6, time.Second, Request{"tokens": 3, "budget": 2})
+	if len(h.decided) < 200 {
+		t.Fatalf("only %d admissions", len(h.decided))
+	}
+	for _, s := range sets {
+		checkFor(t, 5*time.Second, func() error {
+			st := s.Stats()
+			if got, want := st["tokens"].Extra["current_requests"], float64(3*len(h.decided)); got != want {
+				return fmt.Errorf("shared sliding count %v, admitted %v", got, want)
+			}
+			if used := 1e9 - st["budget"].Available; used != float64(2*len(h.decided)) {
+				return fmt.Errorf("shared bucket spent %v, admitted %v", used, 2*len(h.decided))
+			}
+			return nil
+		})
+	}
+	t.Logf("%d admissions by 18 goroutines over 3 sets", len(h.decided))
+}
+
+// TestKVClockSkew runs two sets on the same key, one clock 80ms ahead: within
+// MaxSkew (100ms), nothing is over-admitted in true time; with MaxSkew below
+// the real skew the same load over-admits, which shows the test can fail.
+func TestKVClockSkew(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	const capacity = 10
+	window := 300 * time.Millisecond
+	skew := 80 * time.Millisecond
+	ahead := func() time.Time { return time.Now().Add(skew) }
+	run := func(name string, maxSkew time.Duration) hammerLog {
+		fast := SetOptions{Clock: ahead, MaxSkew: maxSkew}
+		sets := append(sharedSets(t, srv, name, 1, SetOptions{MaxSkew: maxSkew}, CallLimit{Window: window, Capacity: capacity}),
+			sharedSets(t, srv, name, 1, fast, CallLimit{Window: window, Capacity: capacity})...)
+		return hammer(t, providers(sets...), []time.Duration{0, skew}, 8, 2*time.Second, nil)
+	}
+	h := run("skew", 0)
+	checkLog(t, SlidingWindow, h.decided, capacity, window, 0)
+	checkLog(t, SlidingWindow, h.returned, capacity, window, returnLatency)
+
+	h = run("skew-unguarded", time.Nanosecond)
+	if i, _ := maxInWindow(h.decided, int64(window), capacity); i < 0 {
+		t.Fatal("with MaxSkew below the real skew the log shows no over-admission: the check cannot see skew")
+	}
+}
+
+// TestKVLease serves most admissions from local reservoirs and must still
+// never over-admit fleet-wide; unused units go back when leases end.
+func TestKVLease(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	const capacity = 200
+	window := 500 * time.Millisecond
+	for _, alg := range []Algorithm{SlidingWindow, FixedWindow, TokenBucket, GCRA, LeakyBucket} {
+		t.Run(string(alg), func(t *testing.T) {
+			lease := SetOptions{Mode: Lease, LeaseTTL: 100 * time.Millisecond}
+			sets := append(sharedSets(t, srv, "lease-"+string(alg), 2, lease, CallLimit{Window: window, Capacity: capacity, Algorithm: alg}),
+				sharedSets(t, srv, "lease-"+string(alg), 1, SetOptions{}, CallLimit{Window: window, Capacity: capacity, Algorithm: alg})...)
+			h := hammer(t, providers(sets...), []time.Duration{0, 0, 0}, 6, 1500*time.Millisecond, nil)
+			checkLog(t, alg, h.decided, capacity, window, 0)
+			checkLog(t, alg, h.returned, capacity, window, returnLatency)
+		})
+	}
+}
+
+func TestKVLeaseGivesBackUnused(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx := context.Background()
+	for _, alg := range []Algorithm{SlidingWindow, FixedWindow, TokenBucket, GCRA} {
+		s := sharedSets(t, srv, "giveback-"+string(alg), 1, SetOptions{Mode: Lease, LeaseSize: 10, LeaseTTL: 100 * time.Millisecond},
+			RateLimit{Key: "tokens", Window: time.Hour, Capacity: 100, Algorithm: alg})[0]
+		a, err := s.Acquire(ctx, Request{"tokens": 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Update(Usage{"tokens": 3}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Release(); err != nil {
+			t.Fatal(err)
+		}
+		st := s.Stats()["tokens"]
+		if st.Available > 90.01 || st.Extra["leased_local"] != 7 {
+			t.Fatalf("%s: during the lease the shared state has %v available, local %v; want 90 and 7", alg, st.Available, st.Extra["leased_local"])
+		}
+		checkFor(t, 5*time.Second, func() error {
+			st := s.Stats()["tokens"]
+			if st.Available < 97 || st.Available > 97.01 || st.Extra["leased_local"] != 0 {
+				return fmt.Errorf("%s: after the lease: %v available, %v local; want 97 and 0", alg, st.Available, st.Extra["leased_local"])
+			}
+			return nil
+		})
+	}
+}
+
+// TestKVResourceLease: a live holder keeps its slot past the lease TTL
+// (keepalive); a holder that stops renewing loses it within TTL+MaxSkew.
+func TestKVResourceLease(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx := context.Background()
+	ttl := 400 * time.Millisecond
+	opts := SetOptions{ResourceLeaseTTL: ttl, MaxSkew: 50 * time.Millisecond}
+	sets := sharedSets(t, srv, "slots", 2, opts, ResourceLimit{Key: "slots", Capacity: 1})
+	holderConn := connect(t, srv)
+	o := opts
+	o.Name, o.Conn = "slots", holderConn
+	holder, err := NewSet(o, ResourceLimit{Key: "slots", Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Acquire(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 15 { // 1.5s: almost 4 TTLs
+		if _, err := sets[0].TryAcquire(ctx, nil); !errors.Is(err, ErrWouldWait) {
+			t.Fatalf("slot of a live holder taken: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Stop renewing without releasing: the slot comes back by itself.
+	if err := holder.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	a, err := sets[1].Acquire(wctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release()
+	if d := time.Since(stopped); d > ttl+50*time.Millisecond+time.Second {
+		t.Fatalf("slot came back %v after the holder stopped; bound %v", d, ttl+50*time.Millisecond)
+	}
+}
+
+func TestKVKeyDeleted(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx := context.Background()
+	s := sharedSets(t, srv, "deleted", 1, SetOptions{}, CallLimit{Window: time.Hour, Capacity: 5})[0]
+	if _, err := s.Acquire(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx, "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if _, err := s.Acquire(ctx, nil); err != nil {
+			return err
+		}
+		if got := s.Stats()["call_count"].Extra["current_requests"]; got > 2 {
+			return fmt.Errorf("count %v after the key was purged: not recreated", got)
+		}
+		return nil
+	})
+}
