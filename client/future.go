@@ -32,6 +32,7 @@ type call struct {
 	ext      *callExt    // CallCtx, Gather, Wait, AsCompleted
 	mu       sync.Mutex  // guards done and ext.watchers
 	done     chan struct{}
+	argBuf   [2]reflect.Value // in-process arguments of the common short calls, without an allocation of their own
 }
 
 // callExt holds what few calls need.

@@ -42,7 +42,7 @@ func (b *localBackend) prepare(c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := m.Args(args)
+	in, err := m.AppendArgs(c.argBuf[:0], args)
 	if err != nil {
 		return err
 	}

@@ -235,11 +235,22 @@ func (m *Method) TakesContext() bool { return m.hasCtx }
 // untyped-constant style mismatches between numeric kinds (an int literal for a float64 parameter) and nil for
 // nillable parameters are converted; anything else is an error matching ErrBadArguments naming the expected types.
 func (m *Method) Args(args []any) ([]reflect.Value, error) {
-	in, err := convertArgs(m.params, false, args)
-	if err != nil {
-		return nil, m.badArgs(err)
+	return m.AppendArgs(nil, args)
+}
+
+// AppendArgs is Args appending to dst, so a caller can convert into storage it already has.
+func (m *Method) AppendArgs(dst []reflect.Value, args []any) ([]reflect.Value, error) {
+	if len(args) != len(m.params) {
+		return nil, m.badArgs(fmt.Errorf("got %d arguments, want %d", len(args), len(m.params)))
 	}
-	return in, nil
+	for i, p := range m.params {
+		v, err := convertArg(p, args[i], i)
+		if err != nil {
+			return nil, m.badArgs(err)
+		}
+		dst = append(dst, v)
+	}
+	return dst, nil
 }
 
 func (m *Method) badArgs(err error) error {

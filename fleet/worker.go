@@ -33,6 +33,7 @@ type Task struct {
 	Reply Replier
 
 	replied  atomic.Bool
+	claimed  atomic.Bool // taken to run, or failed by Abort: whichever comes first
 	bars     atomic.Int32
 	attempts atomic.Int32
 }
@@ -63,10 +64,12 @@ type Worker struct {
 	limits limits.Provider
 
 	mu      sync.Mutex
-	queue   []*Task
-	head    int
-	running map[*Task]struct{}
+	queue   []*Task // submitted, not yet taken by the loop
+	spare   []*Task // the loop's previous batch, reused as the next queue
+	batch   []*Task // taken by the loop; each task is claimed before it runs
+	running map[*Task]struct{} // the running calls in Concurrent mode
 	closing bool
+	current atomic.Pointer[Task] // the running call, one at a time
 	signal  chan struct{}
 	exited  chan struct{}
 	calls   sync.WaitGroup // concurrent mode: calls in their own goroutines
@@ -187,15 +190,20 @@ func (w *Worker) Stop(ctx context.Context) error {
 func (w *Worker) Abort(err error) {
 	w.mu.Lock()
 	w.closing = true
-	queued := w.queue[w.head:]
-	w.queue, w.head = nil, 0
-	running := make([]*Task, 0, len(w.running))
+	queued := append(w.queue, w.batch...)
+	w.queue = nil
+	running := make([]*Task, 0, len(w.running)+1)
+	if t := w.current.Load(); t != nil {
+		running = append(running, t)
+	}
 	for t := range w.running {
 		running = append(running, t)
 	}
 	w.mu.Unlock()
 	for _, t := range queued {
-		w.finish(t, nil, err)
+		if t.claimed.CompareAndSwap(false, true) {
+			w.finish(t, nil, err)
+		}
 	}
 	for _, t := range running {
 		if t.Cancel != nil {
@@ -209,45 +217,51 @@ func (w *Worker) Abort(err error) {
 	}
 }
 
-func (w *Worker) next() *Task {
-	for {
-		w.mu.Lock()
-		if w.head < len(w.queue) {
-			t := w.queue[w.head]
-			w.queue[w.head] = nil
-			w.head++
-			if w.head == len(w.queue) {
-				w.queue, w.head = w.queue[:0], 0
-			}
-			w.running[t] = struct{}{}
-			w.mu.Unlock()
-			return t
-		}
+// take waits for submitted calls and takes them all at once, so the loop pays one lock per batch, not per call.
+func (w *Worker) take() []*Task {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.batch)
+	w.spare, w.batch = w.batch[:0], nil
+	for len(w.queue) == 0 {
 		if w.closing {
-			w.mu.Unlock()
 			return nil
 		}
 		w.mu.Unlock()
 		<-w.signal
+		w.mu.Lock()
 	}
+	w.batch, w.queue = w.queue, w.spare
+	w.spare = nil
+	return w.batch
 }
 
 func (w *Worker) loop() {
 	defer close(w.exited)
 	for {
-		t := w.next()
-		if t == nil {
+		batch := w.take()
+		if batch == nil {
 			return
 		}
-		if w.conc {
-			w.calls.Add(1)
-			go func() {
-				defer w.calls.Done()
-				w.exec(t)
-			}()
-			continue
+		for _, t := range batch {
+			// Abort may have failed the task already.
+			if !t.claimed.CompareAndSwap(false, true) {
+				continue
+			}
+			if w.conc {
+				w.mu.Lock()
+				w.running[t] = struct{}{}
+				w.mu.Unlock()
+				w.calls.Add(1)
+				go func() {
+					defer w.calls.Done()
+					w.exec(t)
+				}()
+				continue
+			}
+			w.current.Store(t)
+			w.exec(t)
 		}
-		w.exec(t)
 	}
 }
 
@@ -261,9 +275,13 @@ func (w *Worker) exec(t *Task) {
 }
 
 func (w *Worker) finish(t *Task, res any, err error) {
-	w.mu.Lock()
-	delete(w.running, t)
-	w.mu.Unlock()
+	if w.conc {
+		w.mu.Lock()
+		delete(w.running, t)
+		w.mu.Unlock()
+	} else {
+		w.current.CompareAndSwap(t, nil)
+	}
 	w.stats.calls.Add(1)
 	if err != nil {
 		w.stats.errors.Add(1)
@@ -282,17 +300,15 @@ func (w *Worker) Invoke(ctx context.Context, t *Task) (res any, err error) {
 			res, err = nil, newPanicError(r)
 		}
 	}()
-	var out []reflect.Value
-	switch {
-	case m.hasCtx:
+	// Most methods take few arguments: their call frame is built on the stack.
+	var buf [8]reflect.Value
+	args := buf[:0]
+	args = append(args, w.inst)
+	if m.hasCtx {
 		ctx = context.WithValue(ctx, envKey{}, &callEnv{worker: w, task: t})
-		args := make([]reflect.Value, 0, len(in)+2)
-		args = append(args, w.inst, reflect.ValueOf(ctx))
-		out = m.fn.Call(append(args, in...))
-	default:
-		args := make([]reflect.Value, 0, len(in)+1)
-		out = m.fn.Call(append(append(args, w.inst), in...))
+		args = append(args, reflect.ValueOf(ctx))
 	}
+	out := m.fn.Call(append(args, in...))
 	if m.hasErr {
 		if e := out[len(out)-1]; !e.IsNil() {
 			return nil, e.Interface().(error)
