@@ -44,13 +44,13 @@ type callExt struct {
 
 // remoteCall is what a call to a worker in another process carries.
 type remoteCall struct {
-	body     []byte        // encoded arguments
+	body     []byte                       // encoded arguments
 	rh       atomic.Pointer[remoteHandle] // the worker it was sent to
-	muxN     uint64        // its reply mux entry
-	deadline time.Time     // sent as Fleet-Deadline
-	attempt  int                    // retries: attempts made
-	verr     *fleet.ValidationError // retries: refused results so far
-	raw      []byte                 // the result, decoded lazily into the future's type
+	muxN     uint64                       // its reply mux entry
+	deadline time.Time                    // sent as Fleet-Deadline
+	attempt  int                          // retries: attempts made
+	verr     *fleet.ValidationError       // retries: refused results so far
+	raw      []byte                       // the result, decoded lazily into the future's type
 	codec    codec.Codec
 }
 

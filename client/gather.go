@@ -226,4 +226,3 @@ func AsCompleted[F Awaitable](ctx context.Context, futs []F) iter.Seq2[int, F] {
 		}
 	}
 }
-

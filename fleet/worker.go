@@ -64,9 +64,9 @@ type Worker struct {
 	limits limits.Provider
 
 	mu      sync.Mutex
-	queue   []*Task // submitted, not yet taken by the loop
-	spare   []*Task // the loop's previous batch, reused as the next queue
-	batch   []*Task // taken by the loop; each task is claimed before it runs
+	queue   []*Task            // submitted, not yet taken by the loop
+	spare   []*Task            // the loop's previous batch, reused as the next queue
+	batch   []*Task            // taken by the loop; each task is claimed before it runs
 	running map[*Task]struct{} // the running calls in Concurrent mode
 	closing bool
 	current atomic.Pointer[Task] // the running call, one at a time
