@@ -73,30 +73,55 @@ type childProc struct {
 	tail   *lineTail
 }
 
-// spawner starts children from one goroutine locked to its OS thread for the life of the process: Linux delivers a
+// spawner starts children from one goroutine locked to its OS thread while any Process pool runs: Linux delivers a
 // child's parent-death signal when the *thread* that forked it exits, so forking from arbitrary goroutines would
-// kill children whenever the runtime retires a thread.
-var spawner = struct {
-	once sync.Once
+// kill children whenever the runtime retires a thread. The goroutine ends with the last Process pool.
+var spawner struct {
+	sync.Mutex
+	refs int
 	reqs chan spawnReq
-}{reqs: make(chan spawnReq)}
+	done chan struct{}
+}
 
 type spawnReq struct {
 	cmd  *exec.Cmd
 	done chan error
 }
 
+func acquireSpawner() {
+	spawner.Lock()
+	defer spawner.Unlock()
+	spawner.refs++
+	if spawner.refs > 1 {
+		return
+	}
+	reqs, done := make(chan spawnReq), make(chan struct{})
+	spawner.reqs, spawner.done = reqs, done
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		for r := range reqs {
+			r.done <- r.cmd.Start()
+		}
+	}()
+}
+
+func releaseSpawner() {
+	spawner.Lock()
+	defer spawner.Unlock()
+	spawner.refs--
+	if spawner.refs == 0 {
+		close(spawner.reqs)
+		<-spawner.done
+	}
+}
+
 func startCmd(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		go func() {
-			runtime.LockOSThread()
-			for r := range spawner.reqs {
-				r.done <- r.cmd.Start()
-			}
-		}()
-	})
+	spawner.Lock()
+	reqs := spawner.reqs
+	spawner.Unlock()
 	r := spawnReq{cmd: cmd, done: make(chan error, 1)}
-	spawner.reqs <- r
+	reqs <- r
 	return <-r.done
 }
 

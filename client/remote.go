@@ -37,11 +37,12 @@ type remoteBackend struct {
 	mu      sync.Mutex
 	handles map[string]*remoteHandle
 
-	hbSub   *nats.Subscription
-	quit    chan struct{}
-	monDone chan struct{}
-	release func() // drops the shared embedded server, if this pool used it
-	repl    sync.WaitGroup
+	hbSub    *nats.Subscription
+	quit     chan struct{}
+	monDone  chan struct{}
+	release  func() // drops the shared embedded server, if this pool used it
+	spawning bool   // holds the child spawner
+	repl     sync.WaitGroup
 }
 
 // remoteHandle is the pool's end of one remote worker.
@@ -79,6 +80,10 @@ func newRemoteBackend(ctx context.Context, p *Pool, args []any, attach bool) (*r
 		be.child.url = url
 	} else {
 		be.child.url = be.nc.ConnectedUrl()
+	}
+	if p.opts.Mode == Process {
+		acquireSpawner()
+		be.spawning = true
 	}
 	ok := false
 	defer func() {
@@ -507,8 +512,8 @@ func (h *remoteHandle) stop(ctx context.Context) error {
 }
 
 func (be *remoteBackend) close(ctx context.Context) error {
+	be.repl.Wait() // replacements end quickly: the pool's context is cancelled
 	be.shutdown()
-	be.repl.Wait()
 	return nil
 }
 
@@ -528,6 +533,9 @@ func (be *remoteBackend) shutdown() {
 	}
 	if be.release != nil {
 		be.release()
+	}
+	if be.spawning {
+		releaseSpawner()
 	}
 }
 

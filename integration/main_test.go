@@ -1,0 +1,170 @@
+// Package integration runs natsfleet end to end: real embedded NATS servers, real worker processes (the test binary
+// re-executed, and the cmd/worker binary built for the run), killed processes and restarted servers.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/client"
+	_ "github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/fleet"
+)
+
+// workerBin is cmd/worker built once for the run.
+var workerBin string
+
+func TestMain(m *testing.M) {
+	fleet.ServeIfChild()
+	dir, err := os.MkdirTemp("", "natsfleet-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workerBin = filepath.Join(dir, "worker")
+	if out, err := exec.Command("go", "build", "-o", workerBin, "../cmd/worker").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build cmd/worker: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// checkFor polls cond until it holds or the deadline passes.
+func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// startServer starts an embedded NATS server with JetStream for one test.
+func startServer(t *testing.T, opts broker.EmbeddedOptions) *broker.Embedded {
+	t.Helper()
+	if opts.StoreDir == "" {
+		opts.StoreDir = t.TempDir()
+	}
+	srv, err := broker.StartEmbedded(opts)
+	if err != nil {
+		t.Fatalf("start NATS: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+func connect(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := broker.Connect(broker.Options{URL: url})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func newPool(t *testing.T, kind *fleet.Kind, opts client.Options, args ...any) *client.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := client.New(ctx, kind, opts, args...)
+	if err != nil {
+		t.Fatalf("New %s: %v", opts.Mode, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.Stop(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return p
+}
+
+func result[T any](t *testing.T, f *client.Future[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := f.Result(ctx)
+	if err != nil {
+		t.Fatalf("Result: %v", err)
+	}
+	return v
+}
+
+// startAgent runs cmd/worker as a process with args and waits until it serves.
+func startAgent(t *testing.T, url string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(workerBin, append([]string{"--nats", url}, args...)...)
+	cmd.Stderr = os.Stderr
+	ready := &readyWriter{ch: make(chan struct{})}
+	cmd.Stdout = ready
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ready.ch:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatal("worker agent did not start within 30s")
+	}
+	t.Cleanup(func() { stopProcess(t, cmd) })
+	return cmd
+}
+
+// stopProcess sends SIGTERM and waits; it kills after 10 s.
+func stopProcess(t *testing.T, cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Errorf("process %d did not exit on SIGINT; killed", cmd.Process.Pid)
+	}
+}
+
+// readyWriter closes ch at the first line a process prints.
+type readyWriter struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (w *readyWriter) Write(p []byte) (int, error) {
+	if bytes.IndexByte(p, '\n') >= 0 {
+		w.once.Do(func() { close(w.ch) })
+	}
+	return len(p), nil
+}

@@ -1,0 +1,93 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/natsfleet/natsfleet/balancer"
+	"github.com/natsfleet/natsfleet/client"
+	"github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/fleet"
+)
+
+func TestProcessModeResultsAndErrors(t *testing.T) {
+	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4}, 10)
+	if got := result(t, client.Call[int](p, "Process", 42)); got != 420 {
+		t.Fatalf("Process(42) = %d, want 420", got)
+	}
+	var order []int
+	for range 6 {
+		order = append(order, result(t, client.Call[demo.Identity](p, "WhoAmI")).Index)
+	}
+	if want := []int{1, 2, 3, 0, 1, 2}; !slices.Equal(order, want) {
+		t.Fatalf("round robin order = %v, want %v", order, want)
+	}
+	if s := p.Stats(); s.TotalWorkers != 4 || s.MaxQueuedTasks == nil || *s.MaxQueuedTasks != 100 {
+		t.Fatalf("stats = %+v", s)
+	}
+
+	risky := newPool(t, demo.RiskyWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 2})
+	ctx := context.Background()
+	_, err := client.Call[int](risky, "RiskyOperation", -3).Result(ctx)
+	var re *fleet.RemoteError
+	if !errors.Is(err, demo.ErrNegative) || !errors.As(err, &re) || !strings.Contains(err.Error(), "-3") {
+		t.Fatalf("error across processes = %v, want a RemoteError matching demo.ErrNegative", err)
+	}
+	_, err = client.Call[int](risky, "RiskyOperation", -13).Result(ctx)
+	if !errors.As(err, &re) || !strings.Contains(re.Stack, "RiskyOperation") || re.Type != "*fleet.PanicError" {
+		t.Fatalf("panic across processes = %v (%+v), want a RemoteError with the worker's stack", err, re)
+	}
+	if got := result(t, client.Call[int](risky, "RiskyOperation", 5)); got != 10 {
+		t.Fatalf("after a panic RiskyOperation(5) = %d, want 10", got)
+	}
+	_, err = client.Call[int](risky, "Nope").Result(ctx)
+	if !errors.Is(err, fleet.ErrUnknownMethod) || !strings.Contains(err.Error(), "Nope") {
+		t.Fatalf("unknown method = %v", err)
+	}
+	_, err = client.Call[int](risky, "RiskyOperation", "five").Result(ctx)
+	if !errors.Is(err, fleet.ErrBadArguments) || !strings.Contains(err.Error(), "int") {
+		t.Fatalf("bad arguments = %v", err)
+	}
+}
+
+func TestProcessModeLeastActiveAvoidsBusyWorker(t *testing.T) {
+	p := newPool(t, demo.SlowWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 3, LoadBalancing: balancer.LeastActive})
+	slow := client.Call[demo.Identity](p, "Process", time.Minute)
+	busy := -1
+	checkFor(t, 10*time.Second, func() error {
+		for i := range 3 {
+			if ws, err := p.WorkerStats(i); err == nil && ws.InFlight == 1 {
+				busy = i
+				return nil
+			}
+		}
+		return errors.New("slow call not running")
+	})
+	for range 6 {
+		id := result(t, client.Call[demo.Identity](p, "Process", time.Millisecond))
+		if id.Index == busy {
+			t.Fatalf("least active sent a call to worker %d, busy with a slow call", busy)
+		}
+	}
+	start := time.Now()
+	if !slow.Cancel() {
+		t.Fatal("slow call ended before Cancel")
+	}
+	checkFor(t, 5*time.Second, func() error {
+		ws, err := p.WorkerStats(busy)
+		if err != nil {
+			return err
+		}
+		if ws.InFlight != 0 {
+			return errors.New("cancelled call still running on the worker")
+		}
+		return nil
+	})
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("cancel took %s to reach the worker", d)
+	}
+}
