@@ -153,9 +153,9 @@ func (p *rateParams) advance(st *rateState, now int64) {
 			st.Mark, st.Level = now+p.margin, 0
 		}
 	case GCRA:
-		if st.Mark < now {
-			st.Mark, st.Frac = now, 0
-		}
+		// The arrival time never lags now, nor the emission of leased units:
+		// units used from a lease settled later still count as sent by now.
+		p.setTAT(st, now, p.gcraDebt(st, now))
 	}
 }
 
@@ -304,8 +304,10 @@ func ceilNanos(x float64) int64 {
 
 // giveBack returns n units of a lease that were never used, after the lease's
 // units left st.Out. at is what take recorded: the sliding-window slot, or the
-// fixed window's start. Buckets take them back (for a leaky bucket: out of
-// its queue); the windows uncount them if their slot or window is still there.
+// fixed window's start. Buckets take them back (for a leaky bucket: out of its
+// queue, which is sound because the queue could not drain leased units while
+// they were out); the windows uncount them if their slot or window is still
+// there.
 func (p *rateParams) giveBack(st *rateState, now int64, n float64, at int64) {
 	switch p.alg {
 	case TokenBucket, GCRA:

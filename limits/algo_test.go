@@ -149,8 +149,7 @@ func TestGiveBack(t *testing.T) {
 		alg  Algorithm
 		want float64 // available after the give-back
 	}{
-		{SlidingWindow, 17}, {FixedWindow, 17}, {TokenBucket, 17}, {GCRA, 17},
-		{LeakyBucket, 12}, // kept: the queue drains them
+		{SlidingWindow, 17}, {FixedWindow, 17}, {TokenBucket, 17}, {GCRA, 17}, {LeakyBucket, 17},
 	}
 	for _, tc := range cases {
 		p := params(tc.alg, 20, time.Second, 0)
@@ -169,6 +168,7 @@ func TestGiveBack(t *testing.T) {
 			got = math.Round(got*1000) / 1000 // 1ms of refill is 0.02
 			tc.want += 0.02
 		}
+		// (the leaky bucket drains one unit per 50ms: none in 1ms)
 		if got != tc.want {
 			t.Errorf("%s: available after give-back %v, want %v", tc.alg, got, tc.want)
 		}
@@ -254,4 +254,38 @@ func bucketExcess(log []int64, perSecond float64) float64 {
 		best = max(best, f-minF)
 	}
 	return best
+}
+
+// TestLeasedUnitsStayOut: units leased to reservoirs (Out) are not refilled
+// over while out, so bucket plus reservoirs never exceed capacity.
+func TestLeasedUnitsStayOut(t *testing.T) {
+	t.Parallel()
+	for _, alg := range []Algorithm{TokenBucket, GCRA, LeakyBucket} {
+		p := params(alg, 20, time.Second, 0) // 20 per second: one unit per 50ms
+		st := p.init(t0)
+		p.advance(&st, t0)
+		p.take(&st, t0, 8, t0) // a lease of 8
+		st.Out = 8
+		later := t0 + int64(10*time.Second)
+		p.advance(&st, later)
+		if got := p.available(&st, later); got != 12 {
+			t.Errorf("%s: available %v after 10s with 8 leased out, want 12", alg, got)
+		}
+		if w := p.wait(&st, later, 13); w != untilChange {
+			t.Errorf("%s: wait for 13 with 8 out = %v, want untilChange (only settling helps)", alg, w)
+		}
+		if w := p.wait(&st, later, 12); w != 0 {
+			t.Errorf("%s: wait for 12 = %v, want 0", alg, w)
+		}
+		// Settled: 3 of the 8 used. The 5 unused come back; the used 3 refill
+		// over the next 150ms.
+		st.Out = 0
+		p.giveBack(&st, later, 5, 0)
+		if got := p.available(&st, later); math.Abs(got-17) > 1e-9 {
+			t.Errorf("%s: available %v after settling, want 17", alg, got)
+		}
+		if w := p.wait(&st, later, 20); w != 150*ms {
+			t.Errorf("%s: wait for a full bucket %v, want 150ms", alg, time.Duration(w))
+		}
+	}
 }

@@ -311,7 +311,9 @@ func (b *kvBackend) waitChan(rev uint64) (wake <-chan struct{}, changed bool) {
 }
 
 // txFunc computes a new state from st at now, in place. It returns what
-// blocks it (then st is dropped), or whether st must be written.
+// blocks it, and whether st must be written: a blocked txFunc may still ask
+// for its settled state to be written (expired leases dropped), so that
+// waiters do not redo that settling on a stale state forever.
 type txFunc func(st *sharedState, now int64) (bl blocker, write bool)
 
 // txMode says how a transaction treats a blocked txFunc.
@@ -325,8 +327,8 @@ const (
 
 // update runs fn on the newest state and writes the result with a
 // compare-and-set, until it succeeds, fn blocks (txTry), ctx ends or the set
-// closes (txWait). commit runs after a successful write, still in order with
-// this set's other transactions. It returns the now of the successful run.
+// closes (txWait). commit runs after a successful unblocked write, still in
+// order with this set's other transactions. It returns the now of that run.
 func (b *kvBackend) update(ctx context.Context, mode txMode, fn txFunc, commit func(now int64)) (int64, error) {
 	var done <-chan struct{}
 	if mode == txWait {
@@ -349,72 +351,78 @@ func (b *kvBackend) update(ctx context.Context, mode txMode, fn txFunc, commit f
 		st := snap.st.clone()
 		now := b.now()
 		bl, write := fn(st, now)
-		if bl.wait != 0 {
-			wake, changed := b.waitChan(snap.rev)
-			<-b.gate
-			switch {
-			case changed:
-			case mode != txWait:
-				return 0, wouldWait(bl.key, bl.wait)
-			default:
-				if err := sleep(ctx, wake, done, bl.wait); err != nil {
-					return 0, waitErr(bl.key, err)
+		rev := snap.rev
+		if write {
+			rev, err = b.write(ctx, st, snap.rev)
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				// Lost a race with another process. Back off with jitter while
+				// holding the gate (this process's other callers would only
+				// collide too), then retry on the newer state; after
+				// maxConflicts, wait for the watch to show the state moving.
+				conflicts++
+				if conflicts <= maxConflicts {
+					err = sleep(ctx, nil, done, jitter(conflicts))
+					if err == nil {
+						err = b.refreshPast(ctx, snap.rev)
+					}
+					<-b.gate
+					if err != nil {
+						return 0, err
+					}
+					continue
 				}
+				conflicts = 0
+				wake, changed := b.waitChan(snap.rev)
+				<-b.gate
+				if !changed {
+					if err := sleep(ctx, wake, done, jitter(maxConflicts)); err != nil {
+						return 0, err
+					}
+				}
+				continue
 			}
-			continue
+			if err != nil {
+				<-b.gate
+				return 0, err
+			}
 		}
-		if !write {
-			<-b.gate
-			return now, nil
-		}
-		raw, err := msgpack.Marshal(st)
-		if err != nil {
-			<-b.gate
-			return 0, fmt.Errorf("limits: encoding shared set %q: %w", b.name, err)
-		}
-		// The write itself ignores the caller's cancellation: a write abandoned in
-		// flight may still commit, and its units would be spent with nobody
-		// holding them.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
-		rev, err := b.kv.Update(wctx, b.name, raw, snap.rev)
-		cancel()
-		if err == nil {
-			b.store(snapshot{rev: rev, raw: raw, st: st})
-			if commit != nil {
+		if bl.wait == 0 {
+			if write && commit != nil {
 				commit(now)
 			}
 			<-b.gate
 			return now, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			<-b.gate
-			return 0, fmt.Errorf("limits: writing shared set %q: %w", b.name, err)
-		}
-		// Lost a race with another process. Back off with jitter while holding
-		// the gate (this process's other callers would only collide too), then
-		// retry on the newer state; after maxConflicts, wait for the watch to
-		// show the state moving.
-		conflicts++
-		if conflicts <= maxConflicts {
-			err = sleep(ctx, nil, done, jitter(conflicts))
-			if err == nil {
-				err = b.refreshPast(ctx, snap.rev)
-			}
-			<-b.gate
-			if err != nil {
-				return 0, err
-			}
-			continue
-		}
-		conflicts = 0
-		wake, changed := b.waitChan(snap.rev)
+		wake, changed := b.waitChan(rev)
 		<-b.gate
-		if !changed {
-			if err := sleep(ctx, wake, done, jitter(maxConflicts)); err != nil {
-				return 0, err
+		switch {
+		case changed:
+		case mode != txWait:
+			return 0, wouldWait(bl.key, bl.wait)
+		default:
+			if err := sleep(ctx, wake, done, bl.wait); err != nil {
+				return 0, waitErr(bl.key, err)
 			}
 		}
 	}
+}
+
+// write stores st as the revision after rev. The write itself ignores the
+// caller's cancellation: a write abandoned in flight may still commit, and its
+// units would be spent with nobody holding them.
+func (b *kvBackend) write(ctx context.Context, st *sharedState, rev uint64) (uint64, error) {
+	raw, err := msgpack.Marshal(st)
+	if err != nil {
+		return 0, fmt.Errorf("limits: encoding shared set %q: %w", b.name, err)
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancel()
+	newRev, err := b.kv.Update(wctx, b.name, raw, rev)
+	if err != nil {
+		return 0, fmt.Errorf("limits: writing shared set %q: %w", b.name, err)
+	}
+	b.store(snapshot{rev: newRev, raw: raw, st: st})
+	return newRev, nil
 }
 
 // refreshPast makes sure the state we hold is newer than rev, reading the key
@@ -449,18 +457,29 @@ func (b *kvBackend) watch() {
 	}
 }
 
-// settle prepares st for use at now: it drops resource and unit leases
-// expired by now (MaxSkew late, so that a holder whose clock is behind ours is
-// not cut short) and sets each rate's Out.
-func (b *kvBackend) settle(st *sharedState, now int64) {
+// settle brings st to now: every rate limit advanced (refill, expiry), and
+// resource and unit leases expired by now dropped (MaxSkew late, so that a
+// holder whose clock is behind ours is not cut short). Rates advance before
+// expired unit leases are dropped: a dead holder's leased units count as used
+// at the moment they expire, not returned.
+// It reports whether it dropped anything.
+func (b *kvBackend) settle(st *sharedState, now int64) (pruned bool) {
+	b.setOut(st)
+	for i, d := range b.s.defs {
+		if d.kind != kindResource {
+			b.s.params[i].advance(&st.Rates[i], now)
+		}
+	}
 	for _, m := range []map[string]holder{st.Holders, st.Leases} {
 		for k, h := range m {
 			if h.Expires+b.margin <= now {
 				delete(m, k)
+				pruned = true
 			}
 		}
 	}
 	b.setOut(st)
+	return pruned
 }
 
 func (b *kvBackend) setOut(st *sharedState) {
@@ -495,7 +514,7 @@ func (b *kvBackend) expiryHint(m map[string]holder, i int, now int64, skipOwn bo
 	return w
 }
 
-// check reports what blocks a's amounts in st at now (st advanced to now).
+// check reports what blocks a's amounts in st at now (st settled).
 func (b *kvBackend) check(st *sharedState, now int64, a *Acquisition) blocker {
 	var bl blocker
 	for i, d := range b.s.defs {
@@ -508,9 +527,7 @@ func (b *kvBackend) check(st *sharedState, now int64, a *Acquisition) blocker {
 			}
 			continue
 		}
-		p := &b.s.params[i]
-		p.advance(&st.Rates[i], now)
-		w := p.wait(&st.Rates[i], now, a.amounts[i])
+		w := b.s.params[i].wait(&st.Rates[i], now, a.amounts[i])
 		if w == untilChange { // only leased units settling make room
 			w = b.expiryHint(st.Leases, i, now, false)
 		}
@@ -552,9 +569,9 @@ func (b *kvBackend) acquire(ctx context.Context, a *Acquisition, block bool) err
 		mode = txWait
 	}
 	now, err := b.update(ctx, mode, func(st *sharedState, now int64) (blocker, bool) {
-		b.settle(st, now)
+		pruned := b.settle(st, now)
 		if bl := b.check(st, now, a); bl.wait != 0 {
-			return bl, false
+			return bl, pruned
 		}
 		for i, d := range b.s.defs {
 			if a.taken&(1<<i) != 0 && d.kind != kindResource {
@@ -593,7 +610,6 @@ func (b *kvBackend) release(a *Acquisition) error {
 		if refunds {
 			for i := range b.s.defs {
 				if r := a.refund(i); a.taken&(1<<i) != 0 && r > 0 {
-					b.s.params[i].advance(&st.Rates[i], now)
 					b.s.params[i].refund(&st.Rates[i], now, r)
 				}
 			}
@@ -677,9 +693,7 @@ func (b *kvBackend) stats() map[string]Stats {
 			out[d.key] = resourceStats(d, held(st.Holders, i))
 			continue
 		}
-		p := &b.s.params[i]
-		p.advance(&st.Rates[i], now)
-		s := p.stats(d.key, &st.Rates[i], now)
+		s := b.s.params[i].stats(d.key, &st.Rates[i], now)
 		if b.lease != nil {
 			s.Extra["leased_local"] = b.lease.local(i, now)
 		}

@@ -31,8 +31,9 @@ type reservoir struct {
 	kick chan struct{} // batches or refunds were added: recompute the next deadline
 
 	mu       sync.Mutex
-	batches  [][]batch     // by def index
-	pending  []float64     // refunds that fit no batch, by def index: for the shared state
+	batches   [][]batch     // by def index
+	pending   []float64     // refunds that fit no batch, by def index: for the shared state
+	unsettled []leftover    // taken for a give-back that failed: retried with the next one
 	fetching chan struct{} // non-nil while a caller takes a batch for the others; closed when done
 }
 
@@ -172,9 +173,9 @@ func (r *reservoir) fetch(ctx context.Context, a *Acquisition, block bool) error
 		mode = txWait
 	}
 	now, err := b.update(ctx, mode, func(st *sharedState, now int64) (blocker, bool) {
-		b.settle(st, now)
+		pruned := b.settle(st, now)
 		if bl := b.check(st, now, a); bl.wait != 0 {
-			return bl, false
+			return bl, pruned
 		}
 		for i, d := range b.s.defs {
 			if a.taken&(1<<i) == 0 || d.kind == kindResource {
@@ -281,7 +282,7 @@ func (r *reservoir) loop() {
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		next, due := int64(math.MaxInt64), false
+		next, due := int64(math.MaxInt64), len(r.unsettled) > 0
 		for i, bs := range r.batches {
 			for _, bt := range bs {
 				next = min(next, bt.expires)
@@ -307,6 +308,10 @@ func (r *reservoir) loop() {
 		ctx, cancel := context.WithTimeout(b.bgCtx, setupTimeout)
 		if err := r.giveBack(ctx, r.take(b.now())); err != nil && b.bgCtx.Err() == nil {
 			b.s.opts.Logger.Error("limits: giving back leased units", "set", b.name, "err", err)
+			select { // before retrying: the bucket may be unreachable for a while
+			case <-b.bgCtx.Done():
+			case <-time.After(time.Second):
+			}
 		}
 		cancel()
 	}
@@ -327,12 +332,13 @@ type leftover struct {
 	refund bool // left is a refund (Acquisition.Update), not a batch's rest
 }
 
-// take removes the batches expired at now, and the pending refunds, and
-// returns what they leave to settle.
+// take removes the batches expired at now, the pending refunds and what a
+// failed give-back left, and returns what they leave to settle.
 func (r *reservoir) take(now int64) []leftover {
-	var out []leftover
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	out := r.unsettled
+	r.unsettled = nil
 	for i, bs := range r.batches {
 		keep := bs[:0]
 		for _, bt := range bs {
@@ -356,17 +362,24 @@ func (r *reservoir) take(now int64) []leftover {
 
 // giveBack settles ls in the shared state: lease entries shrink by the
 // batches' sizes, unused units go back. Refill up to now still counts the
-// leased units as out; what is given back counts from now.
-func (r *reservoir) giveBack(ctx context.Context, ls []leftover) error {
+// leased units as out; what is given back counts from now. If it fails, ls
+// waits for the next give-back.
+func (r *reservoir) giveBack(ctx context.Context, ls []leftover) (err error) {
 	if len(ls) == 0 {
 		return nil
 	}
+	defer func() {
+		if err != nil {
+			r.mu.Lock()
+			r.unsettled = append(r.unsettled, ls...)
+			r.mu.Unlock()
+		}
+	}()
 	b := r.b
 	params := b.s.params
-	_, err := b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
+	_, err = b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
 		b.settle(st, now)
 		for _, l := range ls {
-			params[l.i].advance(&st.Rates[l.i], now)
 			if l.size > 0 {
 				subHolding(st.Leases, b.holder, l.i, l.size)
 			}
