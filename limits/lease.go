@@ -30,11 +30,11 @@ type reservoir struct {
 	ttl  int64
 	kick chan struct{} // batches or refunds were added: recompute the next deadline
 
-	mu       sync.Mutex
+	mu        sync.Mutex
 	batches   [][]batch     // by def index
 	pending   []float64     // refunds that fit no batch, by def index: for the shared state
 	unsettled []leftover    // taken for a give-back that failed: retried with the next one
-	fetching chan struct{} // non-nil while a caller takes a batch for the others; closed when done
+	fetching  chan struct{} // non-nil while a caller takes a batch for the others; closed when done
 }
 
 type batch struct {
