@@ -501,7 +501,13 @@ func (h *remoteHandle) stop(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok && !abort {
 		timeout = max(time.Until(dl), time.Second)
 	}
-	_, err := h.be.nc.RequestMsg(&nats.Msg{Subject: h.be.subj.Control(h.wid), Header: hdr}, timeout)
+	var err error
+	if h.be.nc.IsConnected() {
+		_, err = h.be.nc.RequestMsg(&nats.Msg{Subject: h.be.subj.Control(h.wid), Header: hdr}, timeout)
+	} else {
+		// Nobody can be told; a child learns from its stdin closing.
+		err = nats.ErrConnectionClosed
+	}
 	if h.proc != nil {
 		return h.proc.stop(timeout)
 	}

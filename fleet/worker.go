@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -90,7 +91,14 @@ type WorkerStats struct {
 	Errors   int64  `json:"errors" msgpack:"errors"`       // calls completed with an error
 	InFlight int64  `json:"in_flight" msgpack:"in_flight"` // queued or running
 	Stopped  bool   `json:"stopped" msgpack:"stopped"`
+	PID      int    `json:"pid" msgpack:"pid"`   // process hosting the worker
+	Host     string `json:"host" msgpack:"host"` // machine hosting the worker
 }
+
+var (
+	pid     = os.Getpid()
+	host, _ = os.Hostname()
+)
 
 // Start builds an instance of the kind with the constructor arguments args and starts serving it.
 func (k *Kind) Start(opts WorkerOptions, args ...any) (*Worker, error) {
@@ -157,7 +165,7 @@ func (w *Worker) Stats() WorkerStats {
 	stopped := w.closing
 	w.mu.Unlock()
 	return WorkerStats{ID: w.id, Index: w.index, Kind: w.kind.name, Calls: w.stats.calls.Load(),
-		Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight.Load(), Stopped: stopped}
+		Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight.Load(), Stopped: stopped, PID: pid, Host: host}
 }
 
 // InFlight is the number of calls queued or running.

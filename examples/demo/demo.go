@@ -47,6 +47,12 @@ func (d *DataProcessor) WhoAmI(ctx context.Context) (Identity, error) {
 	return Identity{Index: info.WorkerIndex, ID: info.WorkerID}, nil
 }
 
+// Echo returns data unchanged (for payload-size demos).
+func (d *DataProcessor) Echo(data []byte) []byte { return data }
+
+// Blob returns n bytes (for payload-size demos).
+func (d *DataProcessor) Blob(n int) []byte { return make([]byte, n) }
+
 // Identity says which worker ran a call.
 type Identity struct {
 	Index int    `json:"index"`
