@@ -37,6 +37,8 @@ type AgentOptions struct {
 	MaxCallBytes int
 	// Logger receives the agent's and its workers' logs; default slog.Default().
 	Logger *slog.Logger
+	// OnCall is every hosted worker's ServeOptions.OnCall; default nil.
+	OnCall func(CallRecord)
 }
 
 // Agent hosts workers on one connection: it starts workers that pools ask for on {prefix}.agent.{id}.spawn, up to
@@ -157,7 +159,7 @@ func (a *Agent) serve(spec WorkerSpec, spawned bool) (*Hosted, error) {
 	}
 	a.mu.Unlock()
 	h, err := Serve(a.nc, spec, ServeOptions{Agent: a.opts.ID, MaxCallBytes: a.opts.MaxCallBytes,
-		Logger: a.opts.Logger, onStop: func(h *Hosted) { a.forget(h, spawned) }})
+		Logger: a.opts.Logger, OnCall: a.opts.OnCall, onStop: func(h *Hosted) { a.forget(h, spawned) }})
 	if err != nil {
 		return nil, err
 	}

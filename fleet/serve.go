@@ -41,6 +41,10 @@ type ServeOptions struct {
 	// Logger receives what cannot be replied to (failed publishes, calls without a reply subject that failed).
 	// Default slog.Default().
 	Logger *slog.Logger
+	// OnCall, when set, is told of every call the worker answers, just before the reply is published, on the
+	// goroutine that replies (for an actor worker, the one running its calls): it must be quick and must not block.
+	// Default nil.
+	OnCall func(CallRecord)
 
 	// onStop runs once the worker has stopped; the agent frees its capacity there.
 	onStop func(*Hosted)
@@ -61,6 +65,7 @@ type Hosted struct {
 	onStop   func(*Hosted)
 
 	callSub, ctlSub, discSub *nats.Subscription
+	svc                      service // service discovery and per-method counters (micro.go)
 
 	mu    sync.Mutex
 	calls map[string]*call // queued or running, by call ID, so ControlCancel can find them
@@ -134,6 +139,7 @@ func Serve(nc *nats.Conn, spec WorkerSpec, opts ServeOptions) (*Hosted, error) {
 		h.closeSet()
 		return nil, fmt.Errorf("fleet: serve: %w", err)
 	}
+	h.svc.init(k, opts.OnCall)
 	if err := h.subscribe(); err != nil {
 		h.unsubscribe()
 		_ = h.w.Stop(context.Background()) // nothing was submitted: returns at once
@@ -166,7 +172,7 @@ func (h *Hosted) subscribe() error {
 			return err
 		}
 	}
-	return nil
+	return h.subscribeService()
 }
 
 func (h *Hosted) unsubscribe() {
@@ -175,6 +181,7 @@ func (h *Hosted) unsubscribe() {
 			_ = s.Unsubscribe()
 		}
 	}
+	h.unsubscribeService()
 }
 
 func (h *Hosted) closeSet() {
@@ -286,6 +293,7 @@ func (h *Hosted) stop(ctx context.Context, stopped func(error)) error {
 	close(h.hbStop)
 	<-h.hbDone
 	_ = h.ctlSub.Unsubscribe()
+	h.unsubscribeService()
 	h.closeSet()
 	h.stopErr = err
 	if stopped != nil {
@@ -423,6 +431,7 @@ type call struct {
 	inbox string // reply subject; "" drops the outcome
 	trace string
 	codec codec.Codec
+	start time.Time // arrival at the worker
 }
 
 // Reply sends the call's outcome to its caller.
@@ -434,6 +443,7 @@ func (c *call) Reply(_ *Task, res any, err error) {
 	}
 	h.mu.Unlock()
 	c.Cancel() // releases the deadline's timer
+	h.record(c.Method, c.start, err)
 	if c.inbox == "" {
 		if err != nil {
 			h.log.Debug("fleet: call without reply subject failed", "worker", h.spec.ID, "method",
@@ -466,6 +476,7 @@ func (c *call) progress(p codec.Progress) {
 }
 
 func (h *Hosted) onCall(m *nats.Msg) {
+	start := time.Now()
 	id := m.Header.Get(codec.HeaderCallID)
 	if id == "" {
 		id = nuid.Next()
@@ -474,27 +485,28 @@ func (h *Hosted) onCall(m *nats.Msg) {
 	cd, err := codec.ForContentType(m.Header.Get(codec.HeaderContentType))
 	if err != nil {
 		// The caller's codec is unknown; JSON is the one a person reading the reply can decode.
-		h.reject(m, id, trace, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
+		h.reject(m, start, nil, id, trace, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
 		return
 	}
 	if len(m.Data) > h.maxCall {
-		h.reject(m, id, trace, cd, fmt.Errorf("%w: call body of %d bytes exceeds the worker's limit of %d",
-			ErrPayloadTooLarge, len(m.Data), h.maxCall))
+		h.reject(m, start, nil, id, trace, cd, fmt.Errorf(
+			"%w: call body of %d bytes exceeds the worker's limit of %d", ErrPayloadTooLarge, len(m.Data), h.maxCall))
 		return
 	}
 	name := m.Header.Get(codec.HeaderMethod)
 	if name == "" {
-		h.reject(m, id, trace, cd, fmt.Errorf("%w: missing %s header", ErrMalformed, codec.HeaderMethod))
+		h.reject(m, start, nil, id, trace, cd, fmt.Errorf("%w: missing %s header", ErrMalformed,
+			codec.HeaderMethod))
 		return
 	}
 	deadline, err := codec.ParseDeadline(m.Header.Get(codec.HeaderDeadline))
 	if err != nil {
-		h.reject(m, id, trace, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
+		h.reject(m, start, nil, id, trace, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
 		return
 	}
 	method, err := h.w.kind.Method(name)
 	if err != nil {
-		h.reject(m, id, trace, cd, err)
+		h.reject(m, start, nil, id, trace, cd, err)
 		return
 	}
 	args, err := cd.DecodeArgs(m.Data, method.params)
@@ -504,10 +516,10 @@ func (h *Hosted) onCall(m *nats.Msg) {
 		} else {
 			err = method.BadArguments(err)
 		}
-		h.reject(m, id, trace, cd, err)
+		h.reject(m, start, method, id, trace, cd, err)
 		return
 	}
-	c := &call{h: h, inbox: m.Reply, trace: trace, codec: cd}
+	c := &call{h: h, inbox: m.Reply, trace: trace, codec: cd, start: start}
 	c.Method, c.Args, c.CallID, c.Task.Reply = method, args, id, c
 	if deadline.IsZero() {
 		c.Ctx, c.Task.Cancel = context.WithCancel(context.Background())
@@ -524,8 +536,9 @@ func (h *Hosted) onCall(m *nats.Msg) {
 	h.w.Submit(&c.Task)
 }
 
-// reject answers a call that could not be submitted.
-func (h *Hosted) reject(m *nats.Msg, id, trace string, cd codec.Codec, err error) {
+// reject answers a call that could not be submitted; method is nil when the call named none of the kind's.
+func (h *Hosted) reject(m *nats.Msg, start time.Time, method *Method, id, trace string, cd codec.Codec, err error) {
+	h.record(method, start, err)
 	if m.Reply == "" {
 		h.log.Debug("fleet: bad call without reply subject", "worker", h.spec.ID, "err", err)
 		return
