@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# run.sh — natsfleet end to end on this machine (what `make run` does):
+#
+#   1. builds the binaries into bin/ (make build);
+#   2. starts bin/embedded-nats (NATS with JetStream, a free loopback port, a temporary store) and waits for its
+#      ready file;
+#   3. starts two worker agents (bin/worker --capacity 4), the first also serving two standing DataProcessor workers,
+#      and waits for each to print its ready line;
+#   4. runs bin/fleetdemo against them, with a deadline;
+#   5. on exit, Ctrl-C or SIGTERM: stops everything it started (SIGTERM, then SIGKILL after STOP_TIMEOUT seconds),
+#      removes its temporary directory, and checks that no process it started is left.
+#
+# Exit status: the demo's; non-zero also when start-up fails or a process had to be killed or was left behind.
+# Environment: DEMO_TIMEOUT (default 80 s), READY_TIMEOUT (30 s), STOP_TIMEOUT (5 s), KEEP_LOGS=1 to print the logs
+# of the server and agents even on success.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/bin
+DEMO_TIMEOUT=${DEMO_TIMEOUT:-80}
+READY_TIMEOUT=${READY_TIMEOUT:-30}
+STOP_TIMEOUT=${STOP_TIMEOUT:-5}
+command -v go >/dev/null 2>&1 || export PATH=/usr/local/go/bin:$PATH
+
+# Each process starts in a session of its own (setsid execs it in place: a background job is no group leader, so
+# setsid does not fork and $! is the process itself). A Ctrl-C on the terminal then reaches only this script (and
+# make), which stops the processes in order: the demo first, then the agents, the server last.
+SETSID=()
+command -v setsid >/dev/null 2>&1 && SETSID=(setsid)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/natsfleet-run.XXXXXX")
+PIDS=()  # processes started, in start order
+NAMES=()
+FAILED=0
+
+say() { printf '[run] %s\n' "$*" >&2; }
+
+# start NAME CMD... runs CMD in the background with its output in $WORK/NAME.log and records its PID.
+start() {
+	local name=$1
+	shift
+	"${SETSID[@]}" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+	PIDS+=($!)
+	NAMES+=("$name")
+	say "started $name (pid $!): $*"
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# wait_for NAME PID DESCRIPTION TEST... polls TEST every 100 ms until it succeeds; fails when PID exits first or
+# READY_TIMEOUT passes.
+wait_for() {
+	local name=$1 pid=$2 what=$3
+	shift 3
+	local deadline=$((SECONDS + READY_TIMEOUT))
+	until "$@"; do
+		if ! alive "$pid"; then
+			say "$name exited before $what"
+			return 1
+		fi
+		if ((SECONDS >= deadline)); then
+			say "$name: no $what within ${READY_TIMEOUT}s"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# stop_pids PID... sends SIGTERM, waits up to STOP_TIMEOUT seconds, then SIGKILLs what is left.
+stop_pids() {
+	local pid live=()
+	for pid in "$@"; do
+		if alive "$pid"; then
+			kill -TERM "$pid" 2>/dev/null || true
+			live+=("$pid")
+		fi
+	done
+	((${#live[@]})) || return 0
+	local deadline=$((SECONDS + STOP_TIMEOUT)) any
+	while :; do
+		any=0
+		for pid in "${live[@]}"; do alive "$pid" && any=1; done
+		((any)) || break
+		((SECONDS < deadline)) || break
+		sleep 0.1
+	done
+	for pid in "${live[@]}"; do
+		if alive "$pid"; then
+			say "pid $pid did not stop within ${STOP_TIMEOUT}s of SIGTERM; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+			FAILED=1
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+}
+
+# find_leftovers sets LEFT to the processes this run may have left: children of this script, and anything running a
+# binary of $BIN (the demo's process-mode children run bin/fleetdemo in process groups of their own). It runs in this
+# shell, not in a command substitution, whose subshell would be a child of this script itself.
+find_leftovers() {
+	local stat dir pid rest ppid exe
+	LEFT=()
+	for dir in /proc/[0-9]*; do
+		pid=${dir#/proc/}
+		[[ $pid == "$$" ]] && continue
+		read -r stat 2>/dev/null <"$dir/stat" || continue
+		rest=${stat##*) }
+		ppid=${rest#* }
+		ppid=${ppid%% *}
+		exe=$(readlink "$dir/exe" 2>/dev/null) || exe=
+		if [[ $ppid == "$$" || $exe == "$BIN"/* ]] && alive "$pid"; then
+			LEFT+=("$pid")
+		fi
+	done
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	set +e
+	# Reverse start order: the demo, then the agents (their workers drain while NATS is still up), then the server.
+	local i
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pids "${PIDS[i]}"
+	done
+	if ((rc != 0 || FAILED)) || [[ ${KEEP_LOGS:-} == 1 ]]; then
+		for i in "${!NAMES[@]}"; do
+			[[ ${NAMES[i]} == demo ]] && continue
+			say "--- last lines of ${NAMES[i]}.log"
+			tail -n 20 "$WORK/${NAMES[i]}.log" >&2 2>/dev/null
+		done
+	fi
+	rm -rf "$WORK"
+	find_leftovers
+	if ((${#LEFT[@]})); then
+		say "processes left behind:"
+		ps -o pid,ppid,pgid,args -p "$(IFS=,; echo "${LEFT[*]}")" >&2
+		# They are ours (children of this script, or running our binaries): do not leave them running.
+		kill -KILL "${LEFT[@]}" 2>/dev/null
+		FAILED=1
+	else
+		say "no process left running"
+	fi
+	((rc == 0 && FAILED)) && rc=1
+	say "exit status $rc"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT
+trap 'say "terminated"; exit 143' TERM
+
+cd "$ROOT"
+say "building binaries"
+make --no-print-directory build
+
+# 1. NATS with JetStream.
+start nats "$BIN/embedded-nats" -addr 127.0.0.1:0 -store "$WORK/store" -ready-file "$WORK/nats.url"
+wait_for nats "${PIDS[0]}" "ready file" test -s "$WORK/nats.url"
+URL=$(<"$WORK/nats.url")
+say "NATS ready at $URL"
+
+# 2. Two agents; the first also serves standing DataProcessor workers built with multiplier 10.
+start agent1 "$BIN/worker" --nats "$URL" --capacity 4 --serve DataProcessor=2 --args 'DataProcessor=[10]'
+start agent2 "$BIN/worker" --nats "$URL" --capacity 4
+for i in 1 2; do
+	wait_for "agent$i" "${PIDS[i]}" "ready line" grep -q 'serving on' "$WORK/agent$i.log"
+	say "agent$i ready: $(grep -m1 'serving on' "$WORK/agent$i.log")"
+done
+
+# 3. The demo. It runs as a background job so that this script can enforce a deadline and react to signals.
+say "running bin/fleetdemo (deadline ${DEMO_TIMEOUT}s)"
+"${SETSID[@]}" "$BIN/fleetdemo" --nats "$URL" --timeout "$((DEMO_TIMEOUT - 5))s" </dev/null &
+DEMO=$!
+PIDS+=("$DEMO")
+NAMES+=(demo)
+# The demo enforces its own deadline; this one catches a demo that hangs anyway.
+deadline=$((SECONDS + DEMO_TIMEOUT))
+while alive "$DEMO" && ((SECONDS < deadline)); do
+	sleep 0.2
+done
+if alive "$DEMO"; then
+	say "fleetdemo still running after ${DEMO_TIMEOUT}s"
+	exit 124
+fi
+demo_rc=0
+wait "$DEMO" || demo_rc=$?
+say "fleetdemo exited with status $demo_rc"
+exit "$demo_rc"
