@@ -37,6 +37,9 @@ const (
 	maxConflicts = 8
 	backoffBase  = 100 * time.Microsecond
 	backoffMax   = 10 * time.Millisecond
+	// watchGrace is how long a conflicting writer waits for the watch to bring
+	// the winner's state before reading the key itself.
+	watchGrace = 2 * time.Millisecond
 )
 
 type kvBackend struct {
@@ -355,15 +358,19 @@ func (b *kvBackend) update(ctx context.Context, mode txMode, fn txFunc, commit f
 		if write {
 			rev, err = b.write(ctx, st, snap.rev)
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-				// Lost a race with another process. Back off with jitter while
-				// holding the gate (this process's other callers would only
-				// collide too), then retry on the newer state; after
+				// Lost a race with another process: someone made progress.
+				// Retry on the newer state at once; after more conflicts in a
+				// row, back off with jitter first, holding the gate (this
+				// process's other callers would only collide too). After
 				// maxConflicts, wait for the watch to show the state moving.
 				conflicts++
 				if conflicts <= maxConflicts {
-					err = sleep(ctx, nil, done, jitter(conflicts))
+					err = nil
+					if conflicts > 1 {
+						err = sleep(ctx, nil, done, jitter(conflicts-1))
+					}
 					if err == nil {
-						err = b.refreshPast(ctx, snap.rev)
+						err = b.refreshPast(ctx, done, snap.rev)
 					}
 					<-b.gate
 					if err != nil {
@@ -425,16 +432,20 @@ func (b *kvBackend) write(ctx context.Context, st *sharedState, rev uint64) (uin
 	return newRev, nil
 }
 
-// refreshPast makes sure the state we hold is newer than rev, reading the key
-// if the watch has not delivered a newer one yet.
-func (b *kvBackend) refreshPast(ctx context.Context, rev uint64) error {
-	b.mu.Lock()
-	stale := b.cur.rev <= rev
-	b.mu.Unlock()
-	if stale {
-		return b.fetch(ctx)
+// refreshPast makes sure the state we hold is newer than rev: the watch
+// usually delivers it within a moment of the conflict; else read the key.
+func (b *kvBackend) refreshPast(ctx context.Context, done <-chan struct{}, rev uint64) error {
+	wake, changed := b.waitChan(rev)
+	if changed {
+		return nil
 	}
-	return nil
+	if err := sleep(ctx, wake, done, int64(watchGrace)); err != nil {
+		return err
+	}
+	if _, changed = b.waitChan(rev); changed {
+		return nil
+	}
+	return b.fetch(ctx)
 }
 
 // jitter is a random backoff in [d/2, d], d doubling per conflict.

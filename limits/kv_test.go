@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -338,7 +339,8 @@ func TestKVLeaseHolderDies(t *testing.T) {
 	ctx := context.Background()
 	ls := []Limit{RateLimit{Key: "tokens", Window: 2 * time.Second, Capacity: 20, Algorithm: TokenBucket}}
 	nc := connect(t, srv)
-	dying, err := NewSet(SetOptions{Name: "dies", Conn: nc, Mode: Lease, LeaseSize: 10, LeaseTTL: 300 * time.Millisecond}, ls...)
+	dying, err := NewSet(SetOptions{Name: "dies", Conn: nc, Mode: Lease, LeaseSize: 10, LeaseTTL: 300 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}, ls...)
 	if err != nil {
 		t.Fatal(err)
 	}

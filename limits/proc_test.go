@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -38,6 +37,7 @@ type childConfig struct {
 	Hold        time.Duration `json:"hold"`
 	Request     Request       `json:"request"`
 	ResourceTTL time.Duration `json:"resource_ttl"`
+	Raw         bool          `json:"raw"` // bench: raw KV CAS on key Name instead of a set
 }
 
 const childConfigEnv = "LIMITS_TEST_CHILD_CONFIG"
@@ -48,39 +48,56 @@ func runChild(mode string) int {
 		fmt.Fprintln(os.Stderr, "child config:", err)
 		return 2
 	}
-	ls, err := UnmarshalLimits(cfg.Limits)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
 	nc, err := nats.Connect(cfg.URL)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	defer nc.Close()
+	out := &lineWriter{w: bufio.NewWriter(os.Stdout)}
+	if err := runChildMode(mode, nc, cfg, out); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func runChildMode(mode string, nc *nats.Conn, cfg childConfig, out *lineWriter) error {
+	if cfg.Raw {
+		kv, err := rawKV(nc, cfg.Name)
+		if err != nil {
+			return err
+		}
+		ctx := context.Background()
+		return errors.Join(childBench(cfg, out, func() error { return rawCAS(ctx, kv, cfg.Name) }), out.flush())
+	}
+	ls, err := UnmarshalLimits(cfg.Limits)
+	if err != nil {
+		return err
+	}
 	s, err := NewSet(SetOptions{Name: cfg.Name, Conn: nc, Mode: cfg.Mode, ResourceLeaseTTL: cfg.ResourceTTL}, ls...)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+		return err
 	}
-	out := &lineWriter{w: bufio.NewWriter(os.Stdout)}
 	switch mode {
 	case "soak":
 		err = childSoak(s, cfg, out)
 	case "hold":
 		err = childHold(s, cfg, out)
 	case "bench":
-		err = childBench(s, cfg, out)
+		ctx := context.Background()
+		err = childBench(cfg, out, func() error {
+			a, err := s.Acquire(ctx, cfg.Request)
+			if err != nil {
+				return err
+			}
+			a.Update(Usage(cfg.Request))
+			return a.Release()
+		})
 	default:
 		err = fmt.Errorf("unknown child mode %q", mode)
 	}
-	err = errors.Join(err, s.Close(), out.flush())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
+	return errors.Join(err, s.Close(), out.flush())
 }
 
 type lineWriter struct {
@@ -159,9 +176,9 @@ func childHold(s *Set, cfg childConfig, out *lineWriter) error {
 	return a.Release()
 }
 
-// childBench prints "READY", then for each "GO <n>" line on stdin makes n
-// acquisitions over its goroutines and prints "DONE".
-func childBench(s *Set, cfg childConfig, out *lineWriter) error {
+// childBench prints "READY", then for each "GO <n>" line on stdin runs op n
+// times over its goroutines and prints "DONE".
+func childBench(cfg childConfig, out *lineWriter, op func() error) error {
 	out.printf("READY")
 	if err := out.flush(); err != nil {
 		return err
@@ -172,7 +189,7 @@ func childBench(s *Set, cfg childConfig, out *lineWriter) error {
 		if err != nil {
 			return err
 		}
-		if err := acquireN(s, cfg.Goroutines, n, cfg.Request); err != nil {
+		if err := runN(cfg.Goroutines, n, op); err != nil {
 			return err
 		}
 		out.printf("DONE")
@@ -183,23 +200,16 @@ func childBench(s *Set, cfg childConfig, out *lineWriter) error {
 	return in.Err()
 }
 
-// acquireN makes n acquire+release pairs over g goroutines.
-func acquireN(p Provider, g, n int, req Request) error {
+// runN runs op n times over g goroutines.
+func runN(g, n int, op func() error) error {
 	var left atomic.Int64
 	left.Store(int64(n))
 	var wg sync.WaitGroup
 	errs := make(chan error, g)
-	ctx := context.Background()
 	for range g {
 		wg.Go(func() {
 			for left.Add(-1) >= 0 {
-				a, err := p.Acquire(ctx, req)
-				if err != nil {
-					errs <- err
-					return
-				}
-				a.Update(Usage(req))
-				if err := a.Release(); err != nil {
+				if err := op(); err != nil {
 					errs <- err
 					return
 				}
@@ -429,7 +439,7 @@ func TestKVSigkillReturnsSlots(t *testing.T) {
 
 // benchProcs runs b.N acquisitions spread over procs child processes sharing
 // set name, after they are connected and ready.
-func benchProcs(b *testing.B, srv *server.Server, procs int, cfg childConfig) {
+func benchProcs(b *testing.B, procs int, cfg childConfig) {
 	var children []*child
 	for range procs {
 		c := startChild(b, "bench", cfg)
