@@ -50,6 +50,7 @@ type remoteCall struct {
 	deadline time.Time                    // sent as Fleet-Deadline
 	attempt  int                          // retries: attempts made
 	verr     *fleet.ValidationError       // retries: refused results so far
+	urgent   bool                         // Broadcast: run at once, beside the worker's current call
 	raw      []byte                       // the result, decoded lazily into the future's type
 	codec    codec.Codec
 }

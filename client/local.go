@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
@@ -14,6 +15,7 @@ import (
 type localBackend struct {
 	pool *Pool
 	args []any
+	seq  atomic.Uint64 // makes worker IDs unique, replacements and on-demand workers included
 }
 
 type localHandle struct{ w *fleet.Worker }
@@ -21,7 +23,7 @@ type localHandle struct{ w *fleet.Worker }
 func (b *localBackend) start(_ context.Context, index int) (handle, error) {
 	p := b.pool
 	w, err := p.kind.Start(fleet.WorkerOptions{
-		ID:         p.id + "-" + strconv.Itoa(index),
+		ID:         p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(b.seq.Add(1), 36),
 		Index:      index,
 		Concurrent: p.opts.Mode == Asyncio,
 		Limits:     p.lims,

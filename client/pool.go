@@ -249,9 +249,11 @@ func CallCtx[R any](ctx context.Context, p *Pool, method string, args ...any) *F
 	return f
 }
 
-// Broadcast calls method with args on every worker of the pool, outside the balancer (which neither counts nor
-// delays these calls), and returns one future per worker, in worker order. The guide's graceful shutdown tells
-// every worker to stop early this way.
+// Broadcast calls method with args on every worker of the pool and returns one future per worker, in worker order.
+// It is for control: the call goes outside the balancer (which neither counts nor delays it) and runs at once,
+// beside the call the worker is busy with rather than behind its queue, so the method must be safe to run
+// concurrently with the kind's other methods (an atomic flag, a guarded setting). The guide's graceful shutdown
+// tells every busy worker to stop early this way.
 func (p *Pool) Broadcast(method string, args ...any) []*Future[any] {
 	p.mu.Lock()
 	hs := make([]handle, 0, len(p.slots))
@@ -275,14 +277,18 @@ func (p *Pool) Broadcast(method string, args ...any) []*Future[any] {
 			p.reject(c, ErrPoolStopped)
 			continue
 		}
-		if p.opts.Mode == Sync {
-			p.syncMu.Lock()
-			res, err := h.(localHandle).w.Run(&c.Task)
-			p.syncMu.Unlock()
-			c.complete(res, err)
-			continue
+		switch h := h.(type) {
+		case localHandle:
+			if p.opts.Mode == Sync {
+				res, err := h.w.Run(&c.Task)
+				c.complete(res, err)
+				continue
+			}
+			h.w.SubmitUrgent(&c.Task)
+		case *remoteHandle:
+			c.rc.urgent = true
+			h.send(c)
 		}
-		h.send(c)
 	}
 	return futs
 }

@@ -417,6 +417,9 @@ func (h *remoteHandle) publish(c *call) {
 		codec.HeaderCallID: []string{c.CallID},
 		codec.HeaderMethod: []string{c.method},
 	}
+	if c.rc.urgent {
+		hdr[fleet.HeaderUrgent] = []string{"1"}
+	}
 	if !c.rc.deadline.IsZero() {
 		hdr[codec.HeaderDeadline] = []string{codec.FormatDeadline(c.rc.deadline)}
 	}

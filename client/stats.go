@@ -42,6 +42,10 @@ func (p *Pool) Stats() PoolStats {
 		Pending:        int(p.pending.Load()),
 		LoadBalancer:   p.bal.Stats(),
 	}
+	if p.opts.OnDemand {
+		// On-demand workers never join the balancer's rotation; the pool counts their dispatches itself.
+		s.LoadBalancer.TotalDispatched = p.onDemandTotal
+	}
 	if p.limit > 0 {
 		n := p.limit
 		s.MaxQueuedTasks = &n

@@ -21,6 +21,10 @@ const (
 	HeaderAbort = "Fleet-Abort"
 )
 
+// HeaderUrgent on a call (any non-empty value) runs it at once, beside the call the worker is running, instead of
+// behind its queue: client.Pool.Broadcast sends control calls (a shutdown flag, a configuration refresh) this way.
+const HeaderUrgent = "Fleet-Urgent"
+
 // Heartbeat is published by every remote worker on {prefix}.hb.{kind}.{workerID} every heartbeat interval, and
 // once as soon as it serves (so a pool knows it is ready). It is also the reply to a kind discovery request on
 // {prefix}.kind.{kind}.discover, which standing workers answer.

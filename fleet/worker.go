@@ -159,6 +159,26 @@ func (w *Worker) Submit(t *Task) {
 	}
 }
 
+// SubmitUrgent runs t at once in its own goroutine, beside the call the worker is running and ahead of its queue:
+// for control methods (a shutdown flag) that must reach a busy worker. Such methods must be safe to run
+// concurrently with the others. Stop waits for them.
+func (w *Worker) SubmitUrgent(t *Task) {
+	w.stats.inFlight.Add(1)
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id))
+		return
+	}
+	w.calls.Add(1)
+	w.mu.Unlock()
+	t.claimed.Store(true)
+	go func() {
+		defer w.calls.Done()
+		w.exec(t)
+	}()
+}
+
 // Stats returns the worker's counters.
 func (w *Worker) Stats() WorkerStats {
 	w.mu.Lock()

@@ -78,6 +78,22 @@ func (s *SlowWorker) Process(ctx context.Context, d time.Duration) (Identity, er
 	return Identity{Index: info.WorkerIndex, ID: info.WorkerID}, nil
 }
 
+// Stubborn sleeps d ignoring cancellation, for demos of calls that do not honour their context.
+func (s *SlowWorker) Stubborn(d time.Duration) int {
+	time.Sleep(d)
+	return 1
+}
+
+// Count counts to n, reporting progress at every step.
+func (s *SlowWorker) Count(ctx context.Context, n int) int {
+	bar := fleet.Progress(ctx, int64(n), "Counting")
+	for range n {
+		bar.Add(1)
+	}
+	bar.Finish()
+	return n
+}
+
 // ErrNegative is RiskyWorker's error; registered so it keeps its identity across processes.
 var ErrNegative = errors.New("demo: negative value not allowed")
 
