@@ -33,7 +33,11 @@ PIDS=()  # processes started, in start order
 NAMES=()
 FAILED=0
 
-say() { printf '[run] %s\n' "$*" >&2; }
+START_US=${EPOCHREALTIME/[.,]/}
+say() {
+	local ms=$(((${EPOCHREALTIME/[.,]/} - START_US) / 1000))
+	printf '[run %d.%03ds] %s\n' $((ms / 1000)) $((ms % 1000)) "$*" >&2
+}
 
 # start NAME CMD... runs CMD in the background with its output in $WORK/NAME.log and records its PID.
 start() {
@@ -121,7 +125,10 @@ cleanup() {
 	# Reverse start order: the demo, then the agents (their workers drain while NATS is still up), then the server.
 	local i
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		stop_pids "${PIDS[i]}"
+		if alive "${PIDS[i]}"; then
+			say "stopping ${NAMES[i]} (pid ${PIDS[i]})"
+			stop_pids "${PIDS[i]}"
+		fi
 	done
 	if ((rc != 0 || FAILED)) || [[ ${KEEP_LOGS:-} == 1 ]]; then
 		for i in "${!NAMES[@]}"; do

@@ -108,12 +108,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	start := time.Now()
 	for i, s := range sections {
+		d.section = s.title
 		if ctx.Err() != nil {
-			d.failf("section %q not run: %v", s.title, context.Cause(ctx))
+			d.failf("not run: %v", context.Cause(ctx))
 			continue
 		}
 		fmt.Fprintf(stdout, "\n=== %d. %s ===\n", i+1, s.title)
-		d.section = s.title
 		began := time.Now()
 		sctx, scancel := context.WithTimeout(ctx, *sectionTimeout)
 		s.run(sctx, d)
