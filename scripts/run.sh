@@ -99,23 +99,18 @@ stop_pids() {
 }
 
 # find_leftovers sets LEFT to the processes this run may have left: children of this script, and anything running a
-# binary of $BIN (the demo's process-mode children run bin/fleetdemo in process groups of their own). It runs in this
-# shell, not in a command substitution, whose subshell would be a child of this script itself.
+# binary of $BIN (the demo's process-mode children run bin/fleetdemo in process groups of their own). The ps that
+# lists them has exited by the time they are checked, so it is not counted itself.
 find_leftovers() {
-	local stat dir pid rest ppid exe
+	local listing pid ppid args
 	LEFT=()
-	for dir in /proc/[0-9]*; do
-		pid=${dir#/proc/}
+	listing=$(ps -e -o pid=,ppid=,args=) || return 0
+	while read -r pid ppid args; do
 		[[ $pid == "$$" ]] && continue
-		read -r stat 2>/dev/null <"$dir/stat" || continue
-		rest=${stat##*) }
-		ppid=${rest#* }
-		ppid=${ppid%% *}
-		exe=$(readlink "$dir/exe" 2>/dev/null) || exe=
-		if [[ $ppid == "$$" || $exe == "$BIN"/* ]] && alive "$pid"; then
+		if [[ $ppid == "$$" || $args == "$BIN"/* ]] && alive "$pid"; then
 			LEFT+=("$pid")
 		fi
-	done
+	done <<<"$listing"
 }
 
 cleanup() {
