@@ -5,9 +5,19 @@
 //	worker --nats nats://127.0.0.1:4222 --capacity 8
 //	worker --nats nats://127.0.0.1:4222 --serve DataProcessor=4 --args '[10]'
 //	worker --nats nats://127.0.0.1:4222 --serve DataProcessor=4,SlowWorker=2 --args DataProcessor='[10]'
+//	worker --nats nats://127.0.0.1:4222 --serve DataProcessor=4 --args '[10]' --metrics 127.0.0.1:9464
 //
 // --args gives the constructor arguments of the --serve kinds as a JSON array, decoded into the constructor's
 // parameter types: a bare array for every kind, Kind=array for one kind (it wins over the bare one).
+//
+// --metrics serves Prometheus metrics on http://ADDR/metrics: natsfleet_calls_total, natsfleet_call_errors_total and
+// the natsfleet_call_duration_seconds histogram by kind and method; natsfleet_workers by kind;
+// natsfleet_worker_in_flight by kind and worker; natsfleet_limit_utilization, natsfleet_limit_capacity and
+// natsfleet_limit_available by limit set and key; natsfleet_agent_capacity and natsfleet_agent_free; and the Go
+// runtime's and the process's metrics.
+//
+// Every worker also answers NATS service discovery, so `nats micro ls`, `nats micro info KIND` and
+// `nats micro stats KIND` show it (see package fleet).
 //
 // It runs until SIGINT or SIGTERM, then lets the calls its workers hold finish (for up to --drain) and exits 0.
 // It is also a process-mode worker binary (client.Options.WorkerBinary): started as a child, it serves one worker.
@@ -23,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"reflect"
@@ -53,6 +64,8 @@ type config struct {
 	serve  []standing
 	drain  time.Duration
 	args   argsFlag
+	// metrics is the address --metrics serves Prometheus metrics on; "" serves none.
+	metrics string
 }
 
 // argsFlag holds the --args values: JSON arrays of constructor arguments for every kind or, as Kind=JSON, for one.
@@ -119,6 +132,20 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg.agent.Logger = logger
+	var (
+		mx *metrics
+		ln net.Listener
+	)
+	if cfg.metrics != "" {
+		// Listening first makes a taken port fail the start, not a later scrape.
+		if ln, err = net.Listen("tcp", cfg.metrics); err != nil {
+			fmt.Fprintf(stderr, "worker: --metrics: %v\n", err)
+			return 1
+		}
+		defer ln.Close() // closed already when the server was shut down
+		mx = newMetrics()
+		cfg.agent.OnCall = mx.observe
+	}
 	nc, err := broker.Connect(cfg.broker)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
@@ -130,6 +157,15 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
 		return 1
 	}
+	if mx != nil {
+		mx.watch(agent)
+		srv := mx.serve(ln, logger)
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = shutdownMetrics(ctx, srv)
+		}()
+	}
 	code := 0
 	for _, s := range cfg.serve {
 		if err := agent.Serve(s.kind, s.n, s.args...); err != nil {
@@ -140,6 +176,9 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	}
 	if code == 0 {
 		fmt.Fprintf(stdout, "worker: agent %s serving on %s\n", agent.ID(), nc.ConnectedUrlRedacted())
+		if ln != nil {
+			fmt.Fprintf(stdout, "worker: metrics on %s\n", metricsURL(ln))
+		}
 		<-ctx.Done()
 		logger.Info("worker: stopping", "agent", agent.ID())
 	}
@@ -172,6 +211,8 @@ func parse(argv []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.agent.HeartbeatInterval, "heartbeat", fleet.DefaultHeartbeatInterval,
 		"heartbeat interval of the workers")
 	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "how long calls may finish on shutdown")
+	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics, ADDR as host:port "+
+		"or :port (default: none)")
 	fs.StringVar(&cfg.broker.User, "user", "", "NATS user")
 	fs.StringVar(&cfg.broker.Password, "password", "", "NATS password")
 	fs.StringVar(&cfg.broker.Token, "token", "", "NATS token")
