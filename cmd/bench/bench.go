@@ -68,7 +68,9 @@ func (b *bench) close() {
 	}
 }
 
-func (b *bench) logf(format string, args ...any) { fmt.Fprintf(b.log, "bench:   "+format+"\n", args...) }
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "bench:   "+format+"\n", args...)
+}
 
 // unit is what a figure counts, and which way is better.
 type unit struct {
