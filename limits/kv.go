@@ -139,6 +139,11 @@ func subHolding(m map[string]holder, key string, i int, n float64) {
 		return
 	}
 	h.Slots[i] = max(0, h.Slots[i]-n)
+	putHolding(m, key, h)
+}
+
+// putHolding stores h as key's entry, or deletes the entry if h holds nothing.
+func putHolding(m map[string]holder, key string, h holder) {
 	if slices.ContainsFunc(h.Slots, func(v float64) bool { return v > 0 }) {
 		m[key] = h
 	} else {
@@ -677,7 +682,7 @@ func (b *kvBackend) renew(timeout time.Duration) error {
 			h.Slots[i] = min(h.Slots[i], b.held[i])
 		}
 		h.Expires = now + b.resTTL
-		st.Holders[b.holder] = h
+		putHolding(st.Holders, b.holder, h)
 		return blocker{}, true
 	}, nil)
 	return err

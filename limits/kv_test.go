@@ -370,3 +370,66 @@ func TestKVLeaseHolderDies(t *testing.T) {
 		t.Fatalf("full bucket %v after the holder died, want about 1.4s", d)
 	}
 }
+
+// TestKVLeaseRefundsAndResources: in Lease mode, resources are taken exactly
+// with a batch for the rates; refunds go back into the batch they fit, or to
+// the shared state at once.
+func TestKVLeaseRefundsAndResources(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx := context.Background()
+	clock := newFakeClock() // stands still (no refill) until moved by hand
+	s := sharedSets(t, srv, "lease-refund", 1, SetOptions{Mode: Lease, LeaseSize: 10, LeaseTTL: 100 * time.Millisecond, Clock: clock.Now},
+		RateLimit{Key: "tokens", Window: time.Hour, Capacity: 100, Algorithm: TokenBucket},
+		ResourceLimit{Key: "conns", Capacity: 1})[0]
+	stats := func() (shared, local, conns float64) {
+		st := s.Stats()
+		return st["tokens"].Available, st["tokens"].Extra["leased_local"], st["conns"].Available
+	}
+	a, err := s.Acquire(ctx, Request{"tokens": 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh, lo, c := stats(); sh != 90 || lo != 6 || c != 0 {
+		t.Fatalf("after taking 4 with a connection: shared %v local %v conns %v; want 90 6 0", sh, lo, c)
+	}
+	a.Update(Usage{"tokens": 1})
+	if err := a.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if sh, lo, c := stats(); sh != 90 || lo != 9 || c != 1 {
+		t.Fatalf("after using 1 of 4: shared %v local %v conns %v; want 90 9 1", sh, lo, c)
+	}
+	a, err = s.Acquire(ctx, Request{"tokens": 9, "conns": 0}) // served locally
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh, lo, _ := stats(); sh != 90 || lo != 0 {
+		t.Fatalf("after a local acquisition: shared %v local %v; want 90 0", sh, lo)
+	}
+	clock.Add(time.Second) // the batch expires; the lease is settled
+	checkFor(t, 5*time.Second, func() error {
+		if sh, lo, _ := stats(); sh != 90 || lo != 0 {
+			return fmt.Errorf("after the lease: shared %v local %v; want 90 0", sh, lo)
+		}
+		snap, err := s.be.(*kvBackend).latest(ctx)
+		if err != nil {
+			return err
+		}
+		if len(snap.st.Leases) != 0 {
+			return fmt.Errorf("lease entries left in the shared state: %v", snap.st.Leases)
+		}
+		return nil
+	})
+	// A refund after the batch ended goes to the shared state.
+	a.Update(Usage{"tokens": 1})
+	if err := a.Release(); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if sh, lo, _ := stats(); sh != 98 || lo != 0 {
+			return fmt.Errorf("after a late refund of 8: shared %v local %v; want 98 0", sh, lo)
+		}
+		return nil
+	})
+}

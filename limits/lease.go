@@ -3,6 +3,7 @@ package limits
 import (
 	"context"
 	"math"
+	"math/bits"
 	"sync"
 	"time"
 )
@@ -93,7 +94,7 @@ func (r *reservoir) acquire(ctx context.Context, a *Acquisition, block bool) err
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return waitErr(r.b.s.defs[firstTaken(a)].key, ctx.Err())
+			return waitErr(r.b.s.defs[bits.TrailingZeros64(a.taken)].key, ctx.Err())
 		case <-r.b.done:
 			return ErrClosed
 		}
@@ -106,15 +107,6 @@ func (r *reservoir) acquire(ctx context.Context, a *Acquisition, block bool) err
 		r.mu.Unlock()
 	}
 	return err
-}
-
-func firstTaken(a *Acquisition) int {
-	for i := range a.amounts {
-		if a.taken&(1<<i) != 0 {
-			return i
-		}
-	}
-	return 0
 }
 
 // takeLocal serves a entirely from valid batches, or takes nothing.

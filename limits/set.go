@@ -53,6 +53,8 @@ const (
 	// rate; the fleet-wide total still never exceeds capacity. Costs: a process
 	// may hold units another process waits for (up to LeaseTTL), and leased units
 	// are recorded as used at the end of the lease (see SetOptions.LeaseTTL).
+	// Requests that take a ResourceLimit still make one CAS each (the slots
+	// are taken exactly), together with a batch for their rate limits.
 	Lease
 )
 
@@ -110,8 +112,9 @@ type SetOptions struct {
 	// Logger receives warnings (an unknown key, once per key per set) and
 	// errors of background work. Default slog.Default().
 	Logger *slog.Logger
-	// Holder identifies this set in resource leases of a shared set.
-	// Default: generated, hostname-pid-nuid.
+	// Holder identifies this set in the leases it holds in a shared set. It
+	// must be unique among the sets sharing a name: a set trims its entry to
+	// what it holds itself. Default: generated, hostname-pid-nuid.
 	Holder string
 }
 
@@ -137,6 +140,11 @@ type Set struct {
 	closed atomic.Bool
 	warned sync.Map // warning kind + key -> struct{}
 }
+
+var (
+	_ Provider = (*Set)(nil)
+	_ Provider = (*Pool)(nil)
+)
 
 // backend holds a set's state: in memory or in a KV bucket.
 type backend interface {
