@@ -21,6 +21,7 @@ type call struct {
 	method   string
 	args     []any
 	priority int
+	rank     int64  // queue order: arrival time (ns) less priority × aging
 	seq      uint64 // arrival order, for the queue
 	slot     int    // balancer slot while dispatched, -1 otherwise
 	worker   string // ID of the worker it was sent to

@@ -73,6 +73,12 @@ type Options struct {
 	// MaxQueuedTasks caps the calls in flight on one worker; further calls wait in the pool's queue and are
 	// dispatched, by the balancer, when a slot frees. Default: none for in-process modes, 100 for Process and Fleet.
 	MaxQueuedTasks int
+	// PriorityAging is how much earlier arrival one point of CallOptions.Priority is worth in the pool's queue: a call
+	// of priority p overtakes calls of priority q < p that arrived up to (p-q)×PriorityAging before it. Default 100ms.
+	PriorityAging time.Duration
+	// HealthCheck names a method each worker is asked at an interval; a worker that fails it is taken out of
+	// rotation and replaced. Default: no health checks.
+	HealthCheck HealthCheck
 	// Limits are built into one set shared by all the pool's workers (in memory for in-process modes, JetStream KV
 	// for Process and Fleet). Default none.
 	Limits []limits.Limit
@@ -181,6 +187,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = time.Second
+	}
+	if o.PriorityAging == 0 {
+		o.PriorityAging = 100 * time.Millisecond
+	}
+	if err := o.HealthCheck.validate(o.Mode); err != nil {
+		return o, err
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 30 * time.Second

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nuid"
 
@@ -73,6 +74,11 @@ type Pool struct {
 	stopped  chan struct{}
 
 	syncMu sync.Mutex // Sync mode: calls run inline, one at a time
+
+	resizeMu  sync.Mutex         // one Resize at a time
+	health    map[handle]*Health // guarded by mu
+	unhealthy atomic.Int64       // workers replaced after failing health checks
+	bg        sync.WaitGroup     // background loops (health checks)
 }
 
 // New starts a pool of workers of kind, each built with the constructor arguments args.
@@ -102,13 +108,17 @@ func New(ctx context.Context, kind *fleet.Kind, opts Options, args ...any) (*Poo
 	if err := p.startWorkers(ctx); err != nil {
 		return nil, err
 	}
+	if opts.HealthCheck.Method != "" && !opts.OnDemand {
+		p.bg.Add(1)
+		go p.healthLoop()
+	}
 	return p, nil
 }
 
 func newPool(kind *fleet.Kind, name string, opts Options) *Pool {
 	p := &Pool{kind: kind, name: name, id: nuid.Next(), opts: opts, limit: opts.MaxQueuedTasks,
 		drained: make(chan struct{}), stopped: make(chan struct{}), onDemand: make(map[handle]struct{}),
-		retry: newRetryPolicies(opts.Retry)}
+		retry: newRetryPolicies(opts.Retry), health: make(map[handle]*Health)}
 	p.sink, p.bars = newProgressSink(opts)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.bal, _ = balancer.New(opts.LoadBalancing, 0, balancer.Options{}) // opts validated the algorithm
@@ -231,6 +241,23 @@ func Call[R any](p *Pool, method string, args ...any) *Future[R] {
 	return f
 }
 
+// CallOptions are per-call settings.
+type CallOptions struct {
+	// Priority orders calls waiting in the pool's queue: higher first, with aging (see Options.PriorityAging) so low
+	// priorities are delayed, never starved. Calls wait in the queue only when workers are at their
+	// MaxQueuedTasks. Default 0.
+	Priority int
+}
+
+// CallWith is Call with per-call options.
+func CallWith[R any](p *Pool, o CallOptions, method string, args ...any) *Future[R] {
+	f := &Future[R]{}
+	p.initCall(&f.call, method, args)
+	f.priority = o.Priority
+	p.submit(&f.call)
+	return f
+}
+
 // CallCtx is Call with a context: when ctx ends the call is cancelled (on the worker too) and its future fails with
 // ctx's error; ctx's deadline becomes the method's deadline wherever it runs.
 func CallCtx[R any](ctx context.Context, p *Pool, method string, args ...any) *Future[R] {
@@ -265,32 +292,37 @@ func (p *Pool) Broadcast(method string, args ...any) []*Future[any] {
 	p.mu.Unlock()
 	futs := make([]*Future[any], len(hs))
 	for i, h := range hs {
-		f := &Future[any]{}
-		futs[i] = f
-		c := &f.call
-		p.initCall(c, method, args)
-		if err := p.be.prepare(c); err != nil {
-			p.reject(c, err)
-			continue
-		}
-		if !p.enter() {
-			p.reject(c, ErrPoolStopped)
-			continue
-		}
-		switch h := h.(type) {
-		case localHandle:
-			if p.opts.Mode == Sync {
-				res, err := h.w.Run(&c.Task)
-				c.complete(res, err)
-				continue
-			}
-			h.w.SubmitUrgent(&c.Task)
-		case *remoteHandle:
-			c.rc.urgent = true
-			h.send(c)
-		}
+		futs[i] = p.sendUrgent(h, method, args...)
 	}
 	return futs
+}
+
+// sendUrgent calls method on the worker behind h at once, beside its current call.
+func (p *Pool) sendUrgent(h handle, method string, args ...any) *Future[any] {
+	f := &Future[any]{}
+	c := &f.call
+	p.initCall(c, method, args)
+	if err := p.be.prepare(c); err != nil {
+		p.reject(c, err)
+		return f
+	}
+	if !p.enter() {
+		p.reject(c, ErrPoolStopped)
+		return f
+	}
+	switch h := h.(type) {
+	case localHandle:
+		if p.opts.Mode == Sync {
+			res, err := h.w.Run(&c.Task)
+			c.complete(res, err)
+			return f
+		}
+		h.w.SubmitUrgent(&c.Task)
+	case *remoteHandle:
+		c.rc.urgent = true
+		h.send(c)
+	}
+	return f
 }
 
 func (p *Pool) initCall(c *call, method string, args []any) {
@@ -366,6 +398,7 @@ func (p *Pool) accept(c *call, counted bool) {
 		(*p.snap.Load())[slot].send(c)
 		return
 	}
+	c.rank = time.Now().UnixNano() - int64(c.priority)*int64(p.opts.PriorityAging)
 	p.mu.Lock()
 	p.seq++
 	c.seq = p.seq
@@ -520,6 +553,7 @@ func (p *Pool) doStop(ctx context.Context) error {
 	wg.Wait()
 	p.onDemandWG.Wait()
 	p.cancel()
+	p.bg.Wait()
 	errs = append(errs, p.be.close(ctx))
 	p.closeLimits()
 	p.bars.close()

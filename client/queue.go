@@ -2,8 +2,11 @@ package client
 
 import "container/heap"
 
-// callQueue is the pool's waiting line: highest priority first, arrival order among equals. A heap keeps push and
-// pop at O(log n) however long the line grows.
+// callQueue is the pool's waiting line, ordered by each call's rank: its arrival time moved earlier by its priority
+// times Options.PriorityAging. Equal priorities keep arrival order, a higher priority overtakes calls that arrived
+// up to (difference × PriorityAging) before it, and no call is overtaken by a call that arrives later than that:
+// a steady stream of high-priority calls delays a low one by a bounded time, never forever. The rank is fixed at
+// arrival, so a heap keeps push and pop at O(log n) however long the line grows.
 type callQueue struct{ h callHeap }
 
 func (q *callQueue) len() int     { return len(q.h) }
@@ -15,8 +18,8 @@ type callHeap []*call
 
 func (h callHeap) Len() int { return len(h) }
 func (h callHeap) Less(i, j int) bool {
-	if h[i].priority != h[j].priority {
-		return h[i].priority > h[j].priority
+	if h[i].rank != h[j].rank {
+		return h[i].rank < h[j].rank
 	}
 	return h[i].seq < h[j].seq
 }

@@ -15,9 +15,10 @@ type PoolStats struct {
 	OnDemand       bool           `json:"on_demand"`
 	OnDemandActive int            `json:"on_demand_active"`
 	Stopped        bool           `json:"stopped"`
-	MaxQueuedTasks *int           `json:"max_queued_tasks"` // null when calls are never held back
-	Queued         int            `json:"queued"`           // calls waiting in the pool's queue
-	Pending        int            `json:"pending"`          // calls accepted and not yet completed
+	MaxQueuedTasks *int           `json:"max_queued_tasks"`   // null when calls are never held back
+	Queued         int            `json:"queued"`             // calls waiting in the pool's queue
+	Pending        int            `json:"pending"`            // calls accepted and not yet completed
+	Replaced       int64          `json:"replaced_unhealthy"` // workers replaced after failing health checks
 	LoadBalancer   balancer.Stats `json:"load_balancer"`
 }
 
@@ -25,6 +26,8 @@ type PoolStats struct {
 type WorkerStats struct {
 	WorkerID int `json:"worker_id"` // index in the pool
 	fleet.WorkerStats
+	// Health is nil until the pool's health checks have asked this worker.
+	Health *Health `json:"health,omitempty"`
 }
 
 // Stats returns the pool's statistics.
@@ -41,6 +44,7 @@ func (p *Pool) Stats() PoolStats {
 		Queued:         p.queue.len(),
 		Pending:        int(p.pending.Load()),
 		LoadBalancer:   p.bal.Stats(),
+		Replaced:       p.unhealthy.Load(),
 	}
 	if p.opts.OnDemand {
 		// On-demand workers never join the balancer's rotation; the pool counts their dispatches itself.
@@ -61,9 +65,14 @@ func (p *Pool) WorkerStats(i int) (WorkerStats, error) {
 		h = p.slots[i]
 	}
 	n := p.bal.Len()
+	var health *Health
+	if st := p.health[h]; st != nil {
+		c := *st
+		health = &c
+	}
 	p.mu.Unlock()
 	if h == nil {
 		return WorkerStats{}, fmt.Errorf("%w: worker %d out of range (pool size: %d)", ErrInvalidOptions, i, n)
 	}
-	return WorkerStats{WorkerID: i, WorkerStats: h.stats()}, nil
+	return WorkerStats{WorkerID: i, WorkerStats: h.stats(), Health: health}, nil
 }

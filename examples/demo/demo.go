@@ -229,6 +229,29 @@ type Span struct {
 	End   int64 `json:"end"`
 }
 
+// HealthCheckedWorker doubles values while healthy; the guide's health-checking example.
+type HealthCheckedWorker struct{ unhealthy atomic.Bool }
+
+// NewHealthCheckedWorker builds a healthy HealthCheckedWorker.
+func NewHealthCheckedWorker() *HealthCheckedWorker { return &HealthCheckedWorker{} }
+
+// ErrUnhealthy is what an unhealthy worker answers.
+var ErrUnhealthy = errors.New("demo: worker unhealthy")
+
+// Process doubles data, or fails while the worker is unhealthy.
+func (h *HealthCheckedWorker) Process(data int) (int, error) {
+	if h.unhealthy.Load() {
+		return 0, ErrUnhealthy
+	}
+	return data * 2, nil
+}
+
+// HealthCheck reports whether the worker is healthy.
+func (h *HealthCheckedWorker) HealthCheck() bool { return !h.unhealthy.Load() }
+
+// Break makes the worker unhealthy.
+func (h *HealthCheckedWorker) Break() { h.unhealthy.Store(true) }
+
 // Fetcher, Processor and Storer form the guide's three-pool pipeline.
 type (
 	Fetcher   struct{}
@@ -293,6 +316,7 @@ var (
 	APIWorkerKind      = fleet.Register("APIWorker", NewAPIWorker)
 	DatabaseWorkerKind = fleet.Register("DatabaseWorker", NewDatabaseWorker)
 	FetcherKind        = fleet.Register("Fetcher", NewFetcher)
+	HealthCheckedKind  = fleet.Register("HealthCheckedWorker", NewHealthCheckedWorker)
 	ProcessorKind      = fleet.Register("Processor", NewProcessor)
 	StorerKind         = fleet.Register("Storer", NewStorer)
 )
@@ -300,4 +324,5 @@ var (
 func init() {
 	fleet.RegisterError(ErrNegative)
 	fleet.RegisterError(ErrTemporary)
+	fleet.RegisterError(ErrUnhealthy)
 }
