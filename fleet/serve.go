@@ -533,6 +533,10 @@ func (h *Hosted) onCall(m *nats.Msg) {
 	h.mu.Lock()
 	h.calls[id] = c
 	h.mu.Unlock()
+	if m.Header.Get(HeaderUrgent) != "" {
+		h.w.SubmitUrgent(&c.Task)
+		return
+	}
 	h.w.Submit(&c.Task)
 }
 
