@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/natsfleet/natsfleet/broker"
 )
 
 // bench holds one run: its options, the NATS server and children it started, and the figures.
@@ -19,7 +17,8 @@ type bench struct {
 	opts    options
 	log     io.Writer
 	machine machine
-	srv     *broker.Embedded
+	srv     *child // the NATS server
+	url     string // its client URL
 	conns   []*nats.Conn
 	results []*result
 	checks  []check
@@ -31,27 +30,29 @@ func newBench(o options, log io.Writer) (*bench, error) {
 	return &bench{opts: o, log: log, machine: currentMachine()}, nil
 }
 
-// server starts, on first use, the embedded NATS server with JetStream that every NATS row shares.
-func (b *bench) server() (*broker.Embedded, error) {
+// server starts, on first use, the NATS server with JetStream that every NATS row shares, and returns its URL. It
+// runs in a child process, as a real deployment's server would, so that CPU profiles tell the server's work from
+// the library's.
+func (b *bench) server() (string, error) {
 	if b.srv != nil {
-		return b.srv, nil
+		return b.url, nil
 	}
-	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{})
+	srv, err := b.startChild(roleServer, childConfig{})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	b.srv = srv
-	return srv, nil
+	b.srv, b.url = srv, srv.ready
+	return b.url, nil
 }
 
 // connect opens a connection of its own for one contender, so that contenders share no connection's read loop or
 // flusher. It is closed with the bench.
 func (b *bench) connect() (*nats.Conn, error) {
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +65,7 @@ func (b *bench) close() {
 		nc.Close()
 	}
 	if b.srv != nil {
-		b.srv.Shutdown()
+		b.srv.stop()
 	}
 }
 
@@ -125,6 +126,14 @@ func (b *bench) measure(row string, u unit, cs ...contender) error {
 }
 
 func (b *bench) measureFor(row string, u unit, d time.Duration, cs ...contender) error {
+	if len(b.opts.only) > 0 {
+		cs = slices.DeleteFunc(cs, func(c contender) bool {
+			return !slices.ContainsFunc(b.opts.only, func(w string) bool { return strings.Contains(strings.ToLower(c.name), w) })
+		})
+		if len(cs) == 0 {
+			return nil
+		}
+	}
 	rs := make([]*result, len(cs))
 	for i, c := range cs {
 		rs[i] = &result{Row: row, Variant: c.name, Unit: u.Name, Higher: u.Higher}

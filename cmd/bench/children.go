@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/broker"
 )
 
 // The bench binary re-executes itself for its own children (natsfleet's process-mode workers use fleet's
@@ -27,6 +29,7 @@ const (
 
 // Child roles.
 const (
+	roleServer = "server" // the NATS server with JetStream; says READY <client URL>
 	roleRaw    = "raw"    // a plain NATS responder answering every request with the same reply
 	roleMicro  = "micro"  // a nats.go micro service with an echo and a work endpoint
 	roleAgent  = "agent"  // a natsfleet agent offering capacity to fleet-mode pools
@@ -50,6 +53,7 @@ type child struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string // stdout, closed at EOF
+	ready string      // what followed READY
 	done  chan struct{}
 	err   error // the process's exit, after done
 }
@@ -90,7 +94,7 @@ func (b *bench) startChild(role string, cfg childConfig) (*child, error) {
 		c.err = cmd.Wait()
 		close(c.done)
 	}()
-	if _, err := c.expect("READY", 30*time.Second); err != nil {
+	if c.ready, err = c.expect("READY", 30*time.Second); err != nil {
 		c.stop()
 		return nil, err
 	}
@@ -183,16 +187,19 @@ func childMain(role string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	nc, err := nats.Connect(cfg.URL, nats.MaxReconnects(-1))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	out := bufio.NewWriter(os.Stdout)
 	say := func(format string, args ...any) error {
 		fmt.Fprintf(out, format+"\n", args...)
 		return out.Flush()
 	}
+	if role == roleServer {
+		return serveServer(say)
+	}
+	nc, err := nats.Connect(cfg.URL, nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	switch role {
 	case roleRaw:
 		return serveRaw(nc, cfg, say)
@@ -204,6 +211,20 @@ func childMain(role string) error {
 		return serveLimits(nc, cfg, say)
 	}
 	return errors.New("unknown role")
+}
+
+// serveServer runs an embedded NATS server with JetStream (store in a temporary directory) on a free loopback port.
+func serveServer(say func(string, ...any) error) error {
+	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	if err := say("READY %s", srv.ClientURL()); err != nil {
+		return err
+	}
+	untilStdinEnds()
+	return nil
 }
 
 // untilStdinEnds blocks until the parent closes the child's stdin or dies.

@@ -238,11 +238,11 @@ func kvRun(cs []*child, name string, d time.Duration) (total int, perSecond floa
 }
 
 func (b *bench) kvLimits() error {
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return err
 	}
-	cs, err := b.startChildren(kvProcs, roleLimits, childConfig{URL: srv.ClientURL(), Goroutines: kvGoroutines,
+	cs, err := b.startChildren(kvProcs, roleLimits, childConfig{URL: url, Goroutines: kvGoroutines,
 		LeaseSize: b.opts.leaseSize})
 	if err != nil {
 		return err

@@ -45,7 +45,9 @@ type options struct {
 	rows       []string
 	jsonFile   string
 	cpuProfile string
+	memProfile string
 	leaseSize  float64
+	only       []string // contenders to run, by name substring; empty: all
 }
 
 // group is a set of rows that share their setup (servers, child processes).
@@ -78,7 +80,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&rows, "rows", "", "comma-separated rows to run (default all): "+groupNames())
 	fs.StringVar(&o.jsonFile, "json", "", "also write the figures as JSON to this file")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write this process's CPU profile here, and each child's to FILE.<role>-<pid>")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write this process's allocation profile here at the end")
 	fs.Float64Var(&o.leaseSize, "lease-size", 1000, "units per lease of the KV lease row (limits.SetOptions.LeaseSize)")
+	only := fs.String("contenders", "", "run only the contenders whose names contain one of these comma-separated words (for profiling one of them)")
 	list := fs.Bool("list", false, "list the rows and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: bench [flags]\n\nMeasures natsfleet against raw baselines and peer libraries.\n\n")
@@ -105,6 +109,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return 2
 			}
 			o.rows = append(o.rows, r)
+		}
+	}
+	for w := range strings.SplitSeq(*only, ",") {
+		if w = strings.TrimSpace(w); w != "" {
+			o.only = append(o.only, strings.ToLower(w))
 		}
 	}
 	if o.cpuProfile != "" {
@@ -148,6 +157,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	b.machine.LoadAfter = loadAverage()
 	b.elapsed = time.Since(start)
 	b.report(stdout)
+	if o.memProfile != "" {
+		if err := writeAllocs(o.memProfile); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+	}
 	if o.jsonFile != "" {
 		if err := b.writeJSON(o.jsonFile); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
@@ -158,6 +173,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func groupNames() string {

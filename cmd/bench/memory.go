@@ -132,7 +132,7 @@ func (b *bench) memory() error {
 	}
 
 	// Idle RSS: a fresh natsfleet worker process, a raw responder and a micro service, all this same binary.
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return err
 	}
@@ -148,12 +148,12 @@ func (b *bench) memory() error {
 			workerPID = pid
 		}
 	}
-	raw, err := b.startChild(roleRaw, childConfig{URL: srv.ClientURL(), Subject: rawSubject})
+	raw, err := b.startChild(roleRaw, childConfig{URL: url, Subject: rawSubject})
 	if err != nil {
 		return err
 	}
 	defer raw.stop()
-	mc, err := b.startChild(roleMicro, childConfig{URL: srv.ClientURL(), Subject: microSubject})
+	mc, err := b.startChild(roleMicro, childConfig{URL: url, Subject: microSubject})
 	if err != nil {
 		return err
 	}

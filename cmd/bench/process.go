@@ -197,7 +197,7 @@ func (b *bench) processPool(kind *fleet.Kind, opts client.Options, args ...any) 
 }
 
 func (b *bench) processSequential() error {
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return err
 	}
@@ -210,12 +210,12 @@ func (b *bench) processSequential() error {
 		return err
 	}
 	defer p.Close()
-	raw, err := b.startChild(roleRaw, childConfig{URL: srv.ClientURL(), Subject: rawSubject})
+	raw, err := b.startChild(roleRaw, childConfig{URL: url, Subject: rawSubject})
 	if err != nil {
 		return err
 	}
 	defer raw.stop()
-	mc, err := b.startChild(roleMicro, childConfig{URL: srv.ClientURL(), Subject: microSubject})
+	mc, err := b.startChild(roleMicro, childConfig{URL: url, Subject: microSubject})
 	if err != nil {
 		return err
 	}
@@ -352,7 +352,7 @@ func (b *bench) pipeContenders(depth int, w wire) ([]contender, error) {
 }
 
 func (b *bench) processPipelined() error {
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return err
 	}
@@ -365,12 +365,12 @@ func (b *bench) processPipelined() error {
 		return err
 	}
 	defer p.Close()
-	raws, err := b.startChildren(4, roleRaw, childConfig{URL: srv.ClientURL(), Subject: rawSubject})
+	raws, err := b.startChildren(4, roleRaw, childConfig{URL: url, Subject: rawSubject})
 	if err != nil {
 		return err
 	}
 	defer stopChildren(raws)
-	micros, err := b.startChildren(4, roleMicro, childConfig{URL: srv.ClientURL(), Subject: microSubject})
+	micros, err := b.startChildren(4, roleMicro, childConfig{URL: url, Subject: microSubject})
 	if err != nil {
 		return err
 	}
@@ -388,11 +388,11 @@ func (b *bench) processPipelined() error {
 }
 
 func (b *bench) fleetPipelined() error {
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return err
 	}
-	agents, err := b.startChildren(2, roleAgent, childConfig{URL: srv.ClientURL(), Capacity: 2})
+	agents, err := b.startChildren(2, roleAgent, childConfig{URL: url, Capacity: 2})
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func runWorkload(work []time.Duration, call func(d time.Duration) error) (float6
 }
 
 func (b *bench) uneven() error {
-	srv, err := b.server()
+	url, err := b.server()
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (b *bench) uneven() error {
 		return err
 	}
 	defer stopRR()
-	micros, err := b.startChildren(4, roleMicro, childConfig{URL: srv.ClientURL(), Subject: microSubject})
+	micros, err := b.startChildren(4, roleMicro, childConfig{URL: url, Subject: microSubject})
 	if err != nil {
 		return err
 	}
