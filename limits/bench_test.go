@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func BenchmarkMemoryAcquireRelease(b *testing.B) {
 	})
 	b.Run("call+tokens+resource/parallel8", func(b *testing.B) {
 		b.ReportAllocs()
-		b.SetParallelism(8) // × GOMAXPROCS goroutines: at least 8
+		b.SetParallelism(max(1, 8/runtime.GOMAXPROCS(0))) // 8 goroutines (more on a machine of more than 8 CPUs)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				a, err := s.Acquire(ctx, req)
