@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
@@ -397,4 +398,59 @@ func TestServeOnCall(t *testing.T) {
 			t.Errorf("call %d: record error %v, want %v", i, r.Err, c.want)
 		}
 	}
+}
+
+// Every served worker answers NATS service discovery; here asked with plain requests, as the NATS CLI asks.
+func ExampleHosted_ServiceStats() {
+	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{Port: -1})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+	ctorArgs, _ := codec.Msgpack.AppendArgs(nil, []any{10}) // NewDataProcessor(10)
+	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: ctorArgs},
+		fleet.ServeOptions{Agent: "agent1"})
+	if err != nil {
+		panic(err)
+	}
+	defer h.Stop(context.Background())
+
+	reply, err := nc.Request("$SRV.INFO.DataProcessor.dp1", nil, 5*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	var info micro.Info
+	if err := json.Unmarshal(reply.Data, &info); err != nil {
+		panic(err)
+	}
+	fmt.Println(info.Name, info.ID, info.Version, info.Metadata)
+	for _, e := range info.Endpoints {
+		if e.Name == "Process" {
+			fmt.Println(e.Name, e.Subject, e.Metadata)
+		}
+	}
+
+	call := nats.NewMsg("fleet.w.dp1")
+	call.Header.Set("Fleet-Method", "Process")
+	call.Header.Set("Content-Type", "application/json")
+	for _, body := range []string{"[1]", "[2]", `["three"]`} {
+		call.Data = []byte(body)
+		if _, err := nc.RequestMsg(call, 5*time.Second); err != nil {
+			panic(err)
+		}
+	}
+	for _, e := range h.ServiceStats().Endpoints {
+		if e.NumRequests > 0 {
+			fmt.Println(e.Name, e.NumRequests, "requests", e.NumErrors, "error")
+		}
+	}
+	// Output:
+	// DataProcessor dp1 1.0.0 map[agent:agent1 index:0 pool:]
+	// Process fleet.w.dp1 map[Fleet-Method:Process params:[int] result:int]
+	// Process 3 requests 1 error
 }
