@@ -91,16 +91,17 @@ func New(ctx context.Context, kind *fleet.Kind, opts Options, args ...any) (*Poo
 		return nil, err
 	}
 	p := newPool(kind, kind.Name(), opts)
-	if err := p.setupLimits(); err != nil {
-		return nil, err
-	}
 	switch opts.Mode {
 	case Sync, Asyncio, Thread:
+		if err := p.setupLimits(); err != nil {
+			return nil, err
+		}
 		p.be = &localBackend{pool: p, args: args}
 	default:
+		// Remote workers build the pool's limits themselves, sharing them by name through JetStream KV
+		// (see remoteBackend.limitsSpec).
 		be, err := newRemoteBackend(ctx, p, args, false)
 		if err != nil {
-			p.closeLimits()
 			return nil, err
 		}
 		p.be = be
@@ -126,17 +127,13 @@ func newPool(kind *fleet.Kind, name string, opts Options) *Pool {
 	return p
 }
 
+// setupLimits builds the limits in-process workers share: one in-memory set for the pool, or the caller's.
 func (p *Pool) setupLimits() error {
 	switch {
 	case p.opts.LimitSet != nil:
 		p.lims = p.opts.LimitSet
 	case len(p.opts.Limits) > 0:
-		so := limits.SetOptions{Logger: p.opts.Logger}
-		if !p.opts.Mode.local() {
-			// Workers in other processes share the set through JetStream KV under a name unique to this pool.
-			so.Name, so.Conn = "pool-"+p.id, p.opts.Conn
-		}
-		set, err := limits.NewSet(so, p.opts.Limits...)
+		set, err := limits.NewSet(limits.SetOptions{Logger: p.opts.Logger}, p.opts.Limits...)
 		if err != nil {
 			return fmt.Errorf("client: pool limits: %w", err)
 		}

@@ -29,6 +29,7 @@ type remoteBackend struct {
 	args   []byte // encoded constructor arguments
 	limits []byte
 	setID  string
+	bucket string // KV bucket of a caller's named set; "" is the limits default
 	attach bool
 	plan   []string // Fleet: agent ID for each initial worker index
 	seq    atomic.Uint64
@@ -129,17 +130,20 @@ func (be *remoteBackend) limitsSpec() error {
 		ls, be.setID = p.opts.Limits, "pool-"+p.id
 	case p.opts.LimitSet != nil:
 		// Only a set shared by name can reach other processes.
-		set, ok := p.opts.LimitSet.(interface {
-			Name() string
-			Limits() []limits.Limit
-		})
+		set, ok := p.opts.LimitSet.(*limits.Set)
 		if !ok || set.Name() == "" {
 			return fmt.Errorf("%w: %s mode shares limits through JetStream KV: LimitSet must be a *limits.Set made with a Name and Conn", ErrInvalidOptions, p.opts.Mode)
 		}
-		ls, be.setID = set.Limits(), set.Name()
+		ls, be.setID, be.bucket = set.Limits(), set.Name(), set.Bucket()
 	default:
 		return nil
 	}
+	// Workers report bad limits only when they start; check them here, where the caller sees the error.
+	check, err := limits.NewSet(limits.SetOptions{}, ls...)
+	if err != nil {
+		return fmt.Errorf("client: pool limits: %w", err)
+	}
+	_ = check.Close()
 	b, err := limits.MarshalLimits(ls)
 	if err != nil {
 		return fmt.Errorf("client: pool limits: %w", err)
@@ -159,6 +163,7 @@ func (be *remoteBackend) spec(index int) fleet.WorkerSpec {
 		Concurrent:        false,
 		Limits:            be.limits,
 		LimitSet:          be.setID,
+		LimitBucket:       be.bucket,
 		Prefix:            p.opts.Prefix,
 		HeartbeatInterval: p.opts.HeartbeatInterval,
 	}

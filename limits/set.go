@@ -304,6 +304,17 @@ func (s *Set) Limits() []Limit {
 	return ls
 }
 
+// Name is the name the set is shared under; "" for an in-memory set.
+func (s *Set) Name() string { return s.opts.Name }
+
+// Bucket is the KV bucket of a shared set; "" for an in-memory set.
+func (s *Set) Bucket() string {
+	if s.opts.Name == "" {
+		return ""
+	}
+	return s.opts.Bucket
+}
+
 // Close stops the set's background work (the KV watch, the resource
 // keepalive, lease returns) and gives back units leased but unused. Acquire then
 // fails with ErrClosed, also for callers already waiting. Acquisitions still
