@@ -554,8 +554,16 @@ func sharedLimits(ctx context.Context, d *runner) {
 		d.stop(api, "APIWorker fleet pool")
 	}
 
-	db := d.newPool(ctx, demo.DatabaseWorkerKind, client.Options{Mode: client.Process, Conn: d.nc, MaxWorkers: workers,
-		Limits: []limits.Limit{limits.ResourceLimit{Key: "connections", Capacity: 2}}})
+	// A set made with a name is shared by every process that names it: here the pool's worker processes and this
+	// program, which can read its state.
+	set, err := limits.NewSet(limits.SetOptions{Name: "fleetdemo-db", Conn: d.nc},
+		limits.ResourceLimit{Key: "connections", Capacity: 2})
+	if d.failed("create the shared connections set", err) {
+		return
+	}
+	defer set.Close()
+	db := d.newPool(ctx, demo.DatabaseWorkerKind,
+		client.Options{Mode: client.Process, Conn: d.nc, MaxWorkers: workers, LimitSet: set})
 	if db == nil {
 		return
 	}
@@ -580,6 +588,16 @@ func sharedLimits(ctx context.Context, d *runner) {
 	d.printf("at most %d queries held a connection at once; all done in %s", peak, took.Round(time.Millisecond))
 	d.expect(peak == 2, "peak concurrent holders %d, want 2", peak)
 	d.expect(took >= queries/2*hold, "%d queries took %s, less than %s: more than 2 ran at once", queries, took, queries/2*hold)
+	err = eventually(ctx, func() error {
+		if st := set.Stats()["connections"]; st.Available != 2 {
+			return fmt.Errorf("%v of 2 connections free after the queries", st.Available)
+		}
+		return nil
+	})
+	if !d.failed("connections given back", err) {
+		b, _ := json.Marshal(set.Stats()["connections"])
+		d.printf("the shared set as this program sees it after the queries: %s", b)
+	}
 	d.stats("DatabaseWorker process pool", db)
 }
 
