@@ -215,17 +215,17 @@ func (h *Hosted) ServiceInfo() micro.Info {
 	eps := make([]micro.EndpointInfo, 0, len(h.svc.counters))
 	for i := range h.svc.counters {
 		m := h.svc.counters[i].method
-		if m == nil || !microName.MatchString(m.name) {
+		if m == nil || !microName.MatchString(m.Name()) {
 			continue
 		}
-		meta := map[string]string{codec.HeaderMethod: m.name, MetaParams: "[" + typeList(m.params) + "]"}
-		if m.hasResult {
-			meta[MetaResult] = m.result.String()
+		meta := map[string]string{codec.HeaderMethod: m.Name(), MetaParams: "[" + typeList(m.Params()) + "]"}
+		if r := m.Result(); r != nil {
+			meta[MetaResult] = r.String()
 		}
-		eps = append(eps, micro.EndpointInfo{Name: m.name, Subject: subject, Metadata: meta})
+		eps = append(eps, micro.EndpointInfo{Name: m.Name(), Subject: subject, Metadata: meta})
 	}
 	return micro.Info{ServiceIdentity: h.serviceIdentity(), Type: micro.InfoResponseType,
-		Description: fmt.Sprintf("natsfleet %s worker (%s)", h.spec.Kind, h.w.kind.typ), Endpoints: eps}
+		Description: fmt.Sprintf("natsfleet %s worker (%s)", h.spec.Kind, h.w.Kind().Type()), Endpoints: eps}
 }
 
 // ServiceStats is the worker's answer to $SRV.STATS: the counters of every method.
@@ -256,7 +256,7 @@ func (h *Hosted) MethodStats() []MethodStats {
 		if c.method == nil {
 			continue
 		}
-		s := MethodStats{Method: c.method.name, Errors: c.errors.Load()}
+		s := MethodStats{Method: c.method.Name(), Errors: c.errors.Load()}
 		s.Calls = c.calls.Load()
 		s.ProcessingTime = time.Duration(c.nanos.Load())
 		if e := c.lastErr.Load(); e != nil {
@@ -273,7 +273,7 @@ func (h *Hosted) record(m *Method, start time.Time, err error) {
 	d := time.Since(start)
 	var name string
 	if m != nil {
-		name = m.name
+		name = m.Name()
 		if c := h.svc.byMethod[m]; c != nil {
 			c.calls.Add(1)
 			if err != nil {
