@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -518,7 +519,8 @@ func TestServeStatsAndPing(t *testing.T) {
 	for _, v := range []int{1, 2, -1} {
 		request(t, nc, callMsg(subj, "RiskyOperation", "", args(t, v)))
 	}
-	want := fleet.WorkerStats{ID: "risky", Index: 3, Kind: "RiskyWorker", Calls: 3, Errors: 1}
+	host, _ := os.Hostname()
+	want := fleet.WorkerStats{ID: "risky", Index: 3, Kind: "RiskyWorker", Calls: 3, Errors: 1, PID: os.Getpid(), Host: host}
 	for _, ct := range []string{"", codec.ContentTypeJSON} {
 		var st fleet.WorkerStats
 		if err := result(t, control(t, nc, h.ID(), fleet.ControlStats, map[string]string{
