@@ -21,13 +21,14 @@ type bench struct {
 	url     string // its client URL
 	conns   []*nats.Conn
 	results []*result
+	procsOf map[string][]int // contender name -> its worker-side processes, whose CPU time is reported
 	checks  []check
 	errors  []string
 	elapsed time.Duration
 }
 
 func newBench(o options, log io.Writer) (*bench, error) {
-	return &bench{opts: o, log: log, machine: currentMachine()}, nil
+	return &bench{opts: o, log: log, machine: currentMachine(), procsOf: make(map[string][]int)}, nil
 }
 
 // server starts, on first use, the NATS server with JetStream that every NATS row shares, and returns its URL. It
@@ -100,7 +101,19 @@ type result struct {
 	Min     float64   `json:"min"`
 	Max     float64   `json:"max"`
 	Note    string    `json:"note,omitempty"`
+	// CPU is the CPU time per call by process, medians over the runs; rows over NATS only.
+	CPU *cpuSplit `json:"cpu_us_per_call,omitempty"`
 }
+
+// cpuSplit is CPU time per call, in µs: in this process (the caller), the NATS server and the worker-side
+// processes (natsfleet workers, agents, raw responders, micro services, limits clients).
+type cpuSplit struct {
+	Caller  float64 `json:"caller"`
+	Server  float64 `json:"server"`
+	Workers float64 `json:"workers"`
+}
+
+func (c cpuSplit) total() float64 { return c.Caller + c.Server + c.Workers }
 
 func (r *result) summarize() {
 	v := slices.Clone(r.Values)
@@ -135,20 +148,33 @@ func (b *bench) measureFor(row string, u unit, d time.Duration, cs ...contender)
 		}
 	}
 	rs := make([]*result, len(cs))
+	cpus := make([][]cpuSplit, len(cs))
 	for i, c := range cs {
 		rs[i] = &result{Row: row, Variant: c.name, Unit: u.Name, Higher: u.Higher}
 	}
 	for rep := range b.opts.repeat {
 		for k := range cs {
 			i := (k + rep) % len(cs)
+			procs, track := b.procsOf[cs[i].name]
+			var before cpuTimes
+			if track {
+				before = b.cpuTimes(procs)
+			}
+			t0 := time.Now()
 			v, err := cs[i].run(d)
 			if err != nil {
 				return fmt.Errorf("%s, %s: %w", row, cs[i].name, err)
 			}
 			rs[i].Values = append(rs[i].Values, v)
+			if track {
+				cpus[i] = append(cpus[i], b.cpuTimes(procs).since(before).perCall(callsIn(u, v, time.Since(t0))))
+			}
 		}
 	}
-	for _, r := range rs {
+	for i, r := range rs {
+		if len(cpus[i]) > 0 {
+			r.CPU = medianSplit(cpus[i])
+		}
 		r.summarize()
 		b.results = append(b.results, r)
 		b.logf("%-40s %-34s %s", row, r.Variant, formatValue(u.Name, r.Median))
@@ -162,6 +188,10 @@ func (b *bench) record(row, variant string, u unit, v float64, note string) {
 	r.summarize()
 	b.results = append(b.results, r)
 	b.logf("%-40s %-34s %s", row, variant, formatValue(u.Name, v))
+}
+
+func (b *bench) hasCPU() bool {
+	return slices.ContainsFunc(b.results, func(r *result) bool { return r.CPU != nil })
 }
 
 // byRow is the results grouped by row, rows in the order they first appear.
@@ -301,6 +331,25 @@ func (b *bench) report(w io.Writer) {
 	}
 	tw.Flush()
 
+	if b.hasCPU() {
+		fmt.Fprintln(w, "\nCPU time per call by process, µs (medians; workers: natsfleet workers or agents, responders, micro services, limits clients)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "row\tcontender\tcaller\tNATS server\tworkers\ttotal\t")
+		last = ""
+		for _, r := range b.byRow() {
+			if r.CPU == nil {
+				continue
+			}
+			row := r.Row
+			if row == last {
+				row = ""
+			}
+			last = r.Row
+			c := r.CPU
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", row, r.Variant, c.Caller, c.Server, c.Workers, c.total())
+		}
+		tw.Flush()
+	}
 	if rs := b.ratios(); len(rs) > 0 {
 		fmt.Fprintln(w, "\nratios of medians")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -248,6 +248,9 @@ func (b *bench) kvLimits() error {
 		return err
 	}
 	defer stopChildren(cs)
+	for _, c := range []string{cKVExact, cRawCAS, cKVLease} {
+		b.procsOf[c] = pids(cs...)
+	}
 	for _, name := range []string{admExact, admLease, admRaw, admCheckExact, admCheckLease} {
 		for _, c := range cs {
 			if err := c.send("PREP %s", name); err != nil {

@@ -136,17 +136,14 @@ func (b *bench) memory() error {
 	if err != nil {
 		return err
 	}
-	before := childPIDs()
-	pp4, err := b.processPool(benchKind, client.Options{Mode: client.Process, MaxWorkers: 4})
+	pp4, workers, err := b.processPool(benchKind, client.Options{Mode: client.Process, MaxWorkers: 4})
 	if err != nil {
 		return err
 	}
 	defer pp4.Close()
-	var workerPID int
-	for pid := range childPIDs() {
-		if !before[pid] {
-			workerPID = pid
-		}
+	workerPID := 0
+	if len(workers) > 0 {
+		workerPID = workers[0]
 	}
 	raw, err := b.startChild(roleRaw, childConfig{URL: url, Subject: rawSubject})
 	if err != nil {

@@ -187,13 +187,34 @@ func sequentialCalls(p *client.Pool) func(time.Duration) (float64, error) {
 	}
 }
 
-func (b *bench) processPool(kind *fleet.Kind, opts client.Options, args ...any) (*client.Pool, error) {
+// processPool starts a pool on a connection of its own and returns it with the worker processes it started (none
+// in fleet mode).
+func (b *bench) processPool(kind *fleet.Kind, opts client.Options, args ...any) (*client.Pool, []int, error) {
 	nc, err := b.connect()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts.Conn, opts.Logger = nc, quietLogger
-	return client.New(bg, kind, opts, args...)
+	before := childPIDs()
+	p, err := client.New(bg, kind, opts, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pids []int
+	for pid := range childPIDs() {
+		if !before[pid] {
+			pids = append(pids, pid)
+		}
+	}
+	return p, pids, nil
+}
+
+func pids(cs ...*child) []int {
+	var out []int
+	for _, c := range cs {
+		out = append(out, c.pid())
+	}
+	return out
 }
 
 func (b *bench) processSequential() error {
@@ -205,11 +226,12 @@ func (b *bench) processSequential() error {
 	if err != nil {
 		return err
 	}
-	p, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 1}, 10)
+	p, workers, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 1}, 10)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	b.procsOf[cNFProc1] = workers
 	raw, err := b.startChild(roleRaw, childConfig{URL: url, Subject: rawSubject})
 	if err != nil {
 		return err
@@ -220,6 +242,7 @@ func (b *bench) processSequential() error {
 		return err
 	}
 	defer mc.stop()
+	b.procsOf[cRawReq], b.procsOf[cMicro1] = pids(raw), pids(mc)
 	ncRaw, err := b.connect()
 	if err != nil {
 		return err
@@ -360,11 +383,12 @@ func (b *bench) processPipelined() error {
 	if err != nil {
 		return err
 	}
-	p, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4}, 10)
+	p, workers, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4}, 10)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	b.procsOf[cNFProc4] = workers
 	raws, err := b.startChildren(4, roleRaw, childConfig{URL: url, Subject: rawSubject})
 	if err != nil {
 		return err
@@ -375,6 +399,7 @@ func (b *bench) processPipelined() error {
 		return err
 	}
 	defer stopChildren(micros)
+	b.procsOf[cRawPipe], b.procsOf[cMicro4] = pids(raws...), pids(micros...)
 	for _, depth := range depths {
 		cs, err := b.pipeContenders(depth, w)
 		if err != nil {
@@ -397,11 +422,12 @@ func (b *bench) fleetPipelined() error {
 		return err
 	}
 	defer stopChildren(agents)
-	p, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Fleet, MaxWorkers: 4}, 10)
+	p, _, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Fleet, MaxWorkers: 4}, 10)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	b.procsOf[cNFFleet] = pids(agents...)
 	for _, depth := range depths {
 		if err := b.measure(rowFleetPipe(depth), callsPerSec, contender{cNFFleet, ringCalls(p, depth)}); err != nil {
 			return err

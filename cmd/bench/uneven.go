@@ -111,10 +111,11 @@ func (b *bench) uneven() error {
 	work := unevenWorkload()
 	ctx := context.Background()
 	nfContender := func(name string, alg balancer.Algorithm) (contender, func(), error) {
-		p, err := b.processPool(benchKind, client.Options{Mode: client.Process, MaxWorkers: 4, LoadBalancing: alg})
+		p, workers, err := b.processPool(benchKind, client.Options{Mode: client.Process, MaxWorkers: 4, LoadBalancing: alg})
 		if err != nil {
 			return contender{}, nil, err
 		}
+		b.procsOf[name] = workers
 		return contender{name, func(time.Duration) (float64, error) {
 			return runWorkload(work, func(d time.Duration) error {
 				v, err := client.Call[int](p, "Work", d).Result(ctx)
@@ -140,6 +141,7 @@ func (b *bench) uneven() error {
 		return err
 	}
 	defer stopChildren(micros)
+	b.procsOf[cMicroRandom] = pids(micros...)
 	nc, err := b.connect()
 	if err != nil {
 		return err

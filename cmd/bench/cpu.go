@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// cpuTimes are CPU times (user + system) of the processes behind one contender.
+type cpuTimes struct{ caller, server, workers time.Duration }
+
+// clockTick is the unit of /proc/PID/stat's CPU times: USER_HZ, 100 on every Linux this runs on.
+const clockTick = 10 * time.Millisecond
+
+func (b *bench) cpuTimes(workers []int) cpuTimes {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	t := cpuTimes{caller: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	if b.srv != nil {
+		t.server = procCPU(b.srv.pid())
+	}
+	for _, pid := range workers {
+		t.workers += procCPU(pid)
+	}
+	return t
+}
+
+func (t cpuTimes) since(u cpuTimes) cpuTimes {
+	return cpuTimes{t.caller - u.caller, t.server - u.server, t.workers - u.workers}
+}
+
+func (t cpuTimes) perCall(calls float64) cpuSplit {
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / calls }
+	return cpuSplit{Caller: us(t.caller), Server: us(t.server), Workers: us(t.workers)}
+}
+
+// callsIn is how many calls a run with figure v in unit u made in el.
+func callsIn(u unit, v float64, el time.Duration) float64 {
+	switch {
+	case u == seconds:
+		return unevenCalls
+	case u.Higher:
+		return v * el.Seconds()
+	default:
+		return float64(el.Nanoseconds()) / v
+	}
+}
+
+func medianSplit(cs []cpuSplit) *cpuSplit {
+	med := func(f func(cpuSplit) float64) float64 {
+		v := make([]float64, len(cs))
+		for i, c := range cs {
+			v[i] = f(c)
+		}
+		slices.Sort(v)
+		if n := len(v); n%2 == 0 {
+			return (v[n/2-1] + v[n/2]) / 2
+		}
+		return v[len(v)/2]
+	}
+	return &cpuSplit{Caller: med(func(c cpuSplit) float64 { return c.Caller }),
+		Server:  med(func(c cpuSplit) float64 { return c.Server }),
+		Workers: med(func(c cpuSplit) float64 { return c.Workers })}
+}
+
+// procCPU reads a process's user + system CPU time from /proc/PID/stat (0 when it is gone).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after "(comm)": state is the first, utime the 12th, stime the 13th.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * clockTick
+}
