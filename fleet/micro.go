@@ -1,32 +1,3 @@
-// # Service discovery
-//
-// Every worker served with Serve, and so every worker an Agent hosts, is a NATS service as nats.go's micro package
-// and the NATS CLI know them: `nats micro ls` lists the fleet's workers by kind, `nats micro info <kind>` shows a
-// worker's methods and `nats micro stats <kind>` their request counts, errors and processing times. The service name
-// is the kind's name, the service ID is the worker's ID, the version is DefaultServiceVersion unless the kind sets one
-// with Kind.SetVersion, and the metadata carry the worker's "pool" ("" for a standing worker), "agent" and "index".
-// Each callable method is an endpoint.
-//
-// A worker does not become a service through micro.AddService, because a micro service picks its own ID and
-// subscribes every endpoint on a subject of its own (in a queue group by default): a call could then reach a worker
-// by a second path, beside the dispatcher's, and the worker would lose the arrival order its actor semantics promise.
-// Instead a worker answers the discovery subjects itself: $SRV.PING, $SRV.INFO and $SRV.STATS, alone, followed by
-// the kind's name, or by the kind's name and the worker's ID, through three wildcard subscriptions ($SRV.*,
-// $SRV.*.{kind} and $SRV.*.{kind}.{id}) that carry nothing but discovery. The replies are micro's own types (Ping,
-// Info, Stats), so they have exactly the schema micro clients validate. Every endpoint names the one subject calls
-// arrive on, {prefix}.w.{id}, with no queue group, and its metadata name the Fleet-Method header that selects the
-// method, the parameter types and the result type. `nats req` or `nats micro request` with those headers (and
-// Content-Type: application/json for a JSON body) is an ordinary call: it queues behind the others.
-//
-// A method's counters count what callers saw: num_requests every reply to a call that named the method, failed ones
-// included; num_errors and last_error the replies that carried an error (bad arguments, a method's error or panic, a
-// stopped worker, a cancelled call); processing_time the time from the call's arrival at the worker to its reply,
-// which includes the time a call waits behind earlier ones in the worker's queue. A call naming no method of the kind
-// is answered with an error and counted by no endpoint. A kind or method whose name micro does not accept (anything
-// but ASCII letters, digits, '-' and '_') is left out of discovery; its calls work as before.
-//
-// ServeOptions.OnCall (and AgentOptions.OnCall) sees every answered call as a CallRecord, which is how cmd/worker
-// feeds its Prometheus metrics without this package depending on a metrics library.
 package fleet
 
 import (

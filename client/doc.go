@@ -1,0 +1,75 @@
+// Package client is the caller's side of natsfleet: pools of workers behind one handle, futures, and the tools to
+// compose them.
+//
+// # Pools
+//
+// A pool runs workers of one registered kind (see package fleet) and sends each call to one of them:
+//
+//	pool, err := client.New(ctx, DataProcessorKind, client.Options{Mode: client.Thread, MaxWorkers: 5}, 10)
+//	fut := client.Call[int](pool, "Process", 42) // never blocks
+//	n, err := fut.Result(ctx)                    // 420
+//	err = pool.Stop(ctx)
+//
+// Options.Mode says where the workers run, with concurry's names:
+//
+//   - Sync: one worker that runs each call in the caller; the future is done when Call returns.
+//   - Asyncio: one worker whose calls run concurrently.
+//   - Thread: MaxWorkers workers (default 24) in this process, one goroutine each, one call at a time each.
+//   - Process: MaxWorkers child processes on this machine (default 4), each one worker. The child is this program
+//     re-executed, so main must call fleet.ServeIfChild first; Options.WorkerBinary names another program. Without
+//     Options.Conn the pools of a process share an embedded NATS server on loopback.
+//   - Fleet: workers started by worker agents (cmd/worker) anywhere on the NATS cluster, placed by the capacity each
+//     agent offers; MaxWorkers 0 takes all of it. Attach joins standing workers of a kind instead.
+//
+// Calls to one worker run one at a time in arrival order (actor semantics), except in Asyncio mode. A single worker
+// is a pool of one.
+//
+// # Dispatch
+//
+// The pool's balancer (package balancer: round robin by default, least active, least total, random) picks the worker
+// for each call when the call is dispatched. Options.MaxQueuedTasks caps the calls in flight on one worker (default
+// none in-process, 100 for Process and Fleet); calls beyond it wait in the pool's own queue, never in the caller, and
+// are dispatched when a slot frees, so the balancer decides with current load. CallWith gives a call a priority in
+// that queue; aging (Options.PriorityAging) bounds how long later high-priority calls can delay it.
+//
+// Remote calls are NATS messages on the chosen worker's own subject, {prefix}.w.{workerID}, with the method and call
+// ID in headers and msgpack arguments in the body; every reply comes back through one wildcard subscription per
+// connection, so thousands of calls can be in flight without a subscription each. Workers send heartbeats; one
+// silent for three intervals (default 1 s each), or a child process that exits, is lost: its in-flight calls fail
+// with ErrWorkerLost and the pool starts a replacement.
+//
+// # Futures
+//
+// A Future is the pending result of a call: Result waits (ctx bounds the wait, not the call), Done is closed at
+// completion, Cancel cancels the call, also on a remote worker, whose method sees its context cancelled. A future
+// passed as an argument to another call, also inside a slice or map, is resolved before that call is dispatched,
+// without blocking the caller, and a failed one fails the call with its error; so pools chain into pipelines:
+//
+//	fetched := client.Call[Document](fetchers, "Fetch", url)
+//	stored := client.Call[string](storers, "Store", client.Call[Document](processors, "Process", fetched))
+//
+// Gather, Wait and AsCompleted work on futures of any pools.
+//
+// # Errors
+//
+// A method's error reaches Result with its identity: errors.Is and errors.As work in-process, and across processes
+// for sentinels registered with fleet.RegisterError; other remote errors are *fleet.RemoteError with the type name,
+// message and, for panics, the worker's stack. The pool's own conditions are sentinels: ErrPoolStopped,
+// ErrNoWorkers, ErrWorkerLost, ErrInvalidOptions, ErrResultType, and fleet.ErrUnknownMethod and
+// fleet.ErrBadArguments for calls that name no method or give wrong arguments.
+//
+// # Choices where concurry and DESIGN are silent
+//
+//   - The zero Options.Mode is Thread.
+//   - Least-active and least-total ties go to the worker idle longest, not the lowest index, which spreads
+//     sequential calls.
+//   - Retries of in-process calls run in the worker goroutine; retries of remote calls are driven by the pool and sent
+//     again to the same worker, because retry predicates (Go funcs) cannot travel to another process. Either way the
+//     pool counts the call once and every attempt runs the whole method, limits included.
+//   - Broadcast runs a control method at once beside the call a worker is busy with, not behind its queue, so a
+//     shutdown flag reaches a busy worker (the guide's graceful shutdown).
+//   - Stop lets accepted calls finish until its ctx ends, then fails the rest with ErrPoolStopped wrapping ctx's
+//     error. A method that ignores its context keeps its goroutine until it returns; its result is dropped.
+//   - Pool limits for remote workers live in JetStream KV under a key named after the pool; the key is left in the
+//     bucket when the pool stops (it holds no resources once every worker is gone).
+package client
