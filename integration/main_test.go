@@ -28,6 +28,9 @@ var workerBin string
 
 func TestMain(m *testing.M) {
 	fleet.ServeIfChild()
+	if os.Getenv(envOrphanParent) != "" {
+		orphanParent()
+	}
 	dir, err := os.MkdirTemp("", "natsfleet-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
