@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -295,56 +296,81 @@ func balancing(ctx context.Context, d *runner) {
 	d.expect(slices.Equal(order, []int{0, 1, 2, 3, 4, 0, 1, 2, 3, 4}), "round robin order %v", order)
 	d.stop(rr, "round robin pool")
 
-	const slow, fast = time.Second, 20 * time.Millisecond
-	for _, alg := range []balancer.Algorithm{balancer.RoundRobin, balancer.LeastActive} {
-		pool := d.newPool(ctx, demo.SlowWorkerKind, client.Options{MaxWorkers: 3, LoadBalancing: alg})
-		if pool == nil {
-			return
-		}
-		d.printf("%s, 3 SlowWorkers: one %s call, then three %s calls:", alg.Name(), slow, fast)
-		start := time.Now()
-		slowF := client.Call[demo.Identity](pool, "Process", slow)
-		fasts := make([]*client.Future[demo.Identity], 3)
-		for i := range fasts {
-			fasts[i] = client.Call[demo.Identity](pool, "Process", fast)
-			if alg == balancer.LeastActive {
-				// One at a time, as the guide does: each call sees the slow worker still busy.
-				_, _ = fasts[i].Result(ctx)
-			}
-		}
-		first, err := slowF.Result(ctx)
-		if d.failed("slow call", err) {
-			d.stop(pool, alg.Name()+" pool")
-			return
-		}
+	const fast = 20 * time.Millisecond
+
+	// Round robin: one slow call and three fast ones submitted together; the fourth call comes back to worker 0 and
+	// waits behind the slow call.
+	const slow = time.Second
+	pool := d.newPool(ctx, demo.SlowWorkerKind, client.Options{MaxWorkers: 3, LoadBalancing: balancer.RoundRobin})
+	if pool == nil {
+		return
+	}
+	d.printf("RoundRobin, 3 SlowWorkers: one %s call, then three %s calls, all submitted together:", slow, fast)
+	start := time.Now()
+	slowF := client.Call[demo.Identity](pool, "Process", slow)
+	fasts := make([]*client.Future[demo.Identity], 3)
+	for i := range fasts {
+		fasts[i] = client.Call[demo.Identity](pool, "Process", fast)
+	}
+	first, err := slowF.Result(ctx)
+	if !d.failed("slow call", err) {
 		d.printf("  slow call   -> worker %d", first.Index)
-		onSlow := 0
-		var lastFast time.Duration
+		onSlow, lastFast := 0, time.Duration(0)
 		for i, f := range fasts {
 			id, err := f.Result(ctx)
 			if d.failed("fast call", err) {
 				break
 			}
-			took := time.Since(start)
+			lastFast = max(lastFast, time.Since(start))
 			if id.Index == first.Index {
 				onSlow++
 			}
-			lastFast = max(lastFast, took)
 			d.printf("  fast call %d -> worker %d", i, id.Index)
 		}
-		switch alg {
-		case balancer.RoundRobin:
-			// The fourth call comes back to worker 0 and queues behind the slow call.
-			d.printf("  round robin queued %d fast call(s) behind the slow one; the last fast call finished after %s",
-				onSlow, lastFast.Round(time.Millisecond))
-			d.expect(onSlow == 1 && lastFast >= slow, "round robin: %d fast calls on the slow worker, last after %s",
-				onSlow, lastFast)
-		case balancer.LeastActive:
-			d.printf("  least active sent %d fast calls to the busy worker", onSlow)
-			d.expect(onSlow == 0, "least active sent %d fast calls to the busy worker", onSlow)
-		}
-		d.stop(pool, alg.Name()+" pool")
+		d.printf("  %d fast call queued behind the slow one; the last fast call finished after %s", onSlow,
+			lastFast.Round(time.Millisecond))
+		d.expect(onSlow == 1 && lastFast >= slow, "round robin: %d fast calls on the slow worker, last after %s",
+			onSlow, lastFast)
 	}
+	d.stop(pool, "round robin SlowWorker pool")
+
+	// Least active: while one worker is busy with a long call, fast calls go to the idle ones. The long call is
+	// cancelled afterwards; that it was still pending proves it kept its worker busy the whole time.
+	pool = d.newPool(ctx, demo.SlowWorkerKind, client.Options{MaxWorkers: 3, LoadBalancing: balancer.LeastActive})
+	if pool == nil {
+		return
+	}
+	defer d.stop(pool, "least active SlowWorker pool")
+	d.printf("LeastActiveLoad, 3 SlowWorkers: one long call, then three %s calls one after another:", fast)
+	long := client.Call[demo.Identity](pool, "Process", time.Minute)
+	busy := -1
+	err = eventually(ctx, func() error {
+		for i := range 3 {
+			if ws, err := pool.WorkerStats(i); err == nil && ws.InFlight == 1 {
+				busy = i
+				return nil
+			}
+		}
+		return errors.New("the long call is not running")
+	})
+	if d.failed("long call", err) {
+		return
+	}
+	d.printf("  long call   -> worker %d", busy)
+	onBusy := 0
+	for i := range 3 {
+		id, err := client.Call[demo.Identity](pool, "Process", fast).Result(ctx)
+		if d.failed("fast call", err) {
+			return
+		}
+		if id.Index == busy {
+			onBusy++
+		}
+		d.printf("  fast call %d -> worker %d", i, id.Index)
+	}
+	d.expect(long.Cancel(), "the long call had ended before it was cancelled")
+	d.printf("  least active sent %d fast calls to the busy worker; the long call was then cancelled", onBusy)
+	d.expect(onBusy == 0, "least active sent %d fast calls to the busy worker", onBusy)
 }
 
 // 3. The same kinds in child processes: results, errors that keep their identity, and a panic's stack.
@@ -644,6 +670,13 @@ func progress(ctx context.Context, d *runner) {
 	if pool == nil {
 		return
 	}
+	// On a terminal the bars redraw in place. Elsewhere (CI, a log file) the client prints one line per completed
+	// bar; tap stderr to check that.
+	tap, err := tapStderr()
+	if d.failed("tap stderr", err) {
+		d.stop(pool, "ProgressWorker process pool")
+		return
+	}
 	d.printf("4 batches of 10 items, 100 ms per item, in 4 worker processes (bars on stderr):")
 	futs := make([]*client.Future[[]int], 4)
 	for i := range futs {
@@ -651,6 +684,7 @@ func progress(ctx context.Context, d *runner) {
 	}
 	res, err := client.Gather(ctx, futs)
 	d.stop(pool, "ProgressWorker process pool") // draws the bars' last state before we print
+	d.checkBars(tap, "Processing", 4)
 	if !d.failed("gather batches", err) {
 		want := []int{0, 2, 4, 6, 8, 10, 12, 14, 16, 18}
 		for i, r := range res {
@@ -671,6 +705,9 @@ func progress(ctx context.Context, d *runner) {
 		return
 	}
 	defer d.stop(slow, "SlowWorker thread pool")
+	if tap, err = tapStderr(); d.failed("tap stderr", err) {
+		return
+	}
 	d.printf("Gather of 50 calls of 100 ms on 5 thread workers, with its own bar (stderr):")
 	sf := make([]*client.Future[demo.Identity], 50)
 	for i := range sf {
@@ -679,10 +716,76 @@ func progress(ctx context.Context, d *runner) {
 	var seen []int
 	ids, err := client.Gather(ctx, sf, client.ShowGatherProgress("gather"),
 		client.OnGatherProgress(func(done, total int) { seen = append(seen, done) }))
+	d.checkBars(tap, "gather", 1)
 	if !d.failed("gather with a bar", err) {
 		d.printf("gathered %d results; progress callback saw %d updates, last %d/50", len(ids), len(seen), seen[len(seen)-1])
 		d.expect(len(ids) == 50 && len(seen) > 0 && seen[len(seen)-1] == 50, "gather progress %v", seen)
 	}
+}
+
+// checkBars stops tap and checks that at least n lines of what it saw name the bar desc. Without a tap (stderr is
+// a terminal) there is nothing to check: the bars were drawn in place.
+func (d *runner) checkBars(tap *stderrTap, desc string, n int) {
+	if tap == nil {
+		return
+	}
+	got := 0
+	for line := range strings.Lines(tap.stop()) {
+		if strings.Contains(line, desc) {
+			got++
+		}
+	}
+	d.printf("stderr is not a terminal: %d lines of %q bars written there", got, desc)
+	d.expect(got >= n, "stderr is not a terminal and the client wrote %d lines of %q bars there, want at least %d "+
+		"(one per completed bar, as client's progress renderer documents for non-terminal outputs)", got, desc, n)
+}
+
+// stderrTap copies what this process writes to file descriptor 2, where the client draws its bars, into a buffer
+// on its way to the real stderr.
+type stderrTap struct {
+	orig int      // the real stderr, duplicated
+	w    *os.File // the pipe's write end, now also descriptor 2
+	buf  bytes.Buffer
+	done chan struct{}
+}
+
+// tapStderr starts a tap, or returns nil when stderr is a terminal (a pipe in between would stop the bars from
+// redrawing in place).
+func tapStderr() (*stderrTap, error) {
+	if fi, err := os.Stderr.Stat(); err != nil || fi.Mode()&os.ModeCharDevice != 0 {
+		return nil, nil
+	}
+	orig, err := syscall.Dup(2)
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		syscall.Close(orig)
+		return nil, err
+	}
+	if err := syscall.Dup2(int(w.Fd()), 2); err != nil {
+		syscall.Close(orig)
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	t := &stderrTap{orig: orig, w: w, done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		defer r.Close()
+		_, _ = io.Copy(io.MultiWriter(os.NewFile(uintptr(orig), "stderr"), &t.buf), r)
+	}()
+	return t, nil
+}
+
+// stop puts the real stderr back and returns what went through the tap.
+func (t *stderrTap) stop() string {
+	_ = syscall.Dup2(t.orig, 2)
+	t.w.Close() // with descriptor 2 restored, the pipe's last write end: the copy sees EOF
+	<-t.done
+	syscall.Close(t.orig)
+	return t.buf.String()
 }
 
 // 7. Futures passed from pool to pool: the chain is built at once and resolves as each stage finishes.
