@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,9 +154,10 @@ func TestKVContention(t *testing.T) {
 	}
 }
 
-// TestKVNoLostUpdates hammers a key where capacity never binds, so that the
-// sets race on the CAS all the time: the shared count must equal what was
-// admitted. The clock stands still, so nothing expires or refills.
+// TestKVNoLostUpdates races sets on a key where capacity never binds, so
+// that their compare-and-sets collide all the time: the shared count must
+// equal what was admitted, exactly. The clock stands still, so nothing expires
+// or refills.
 func TestKVNoLostUpdates(t *testing.T) {
 	t.Parallel()
 	srv := runServer(t)
@@ -163,28 +165,43 @@ func TestKVNoLostUpdates(t *testing.T) {
 	sets := sharedSets(t, srv, "race", 3, SetOptions{Clock: clock.Now},
 		RateLimit{Key: "tokens", Window: time.Hour, Capacity: 1e9, Algorithm: SlidingWindow},
 		RateLimit{Key: "budget", Window: time.Hour, Capacity: 1e9, Algorithm: TokenBucket})
-	h := hammer(t, providers(sets...), []time.Duration{0, 0, 0}, 6, time.Second, Request{"tokens": 3, "budget": 2})
-	if len(h.decided) < 100 {
-		t.Fatalf("only %d admissions", len(h.decided))
+	const goroutines, each = 6, 25
+	req := Request{"tokens": 3, "budget": 2}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range sets {
+		wg.Go(func() {
+			err := runN(goroutines, goroutines*each, func() error {
+				a, err := s.Acquire(ctx, req)
+				if err != nil {
+					return err
+				}
+				a.Update(Usage(req))
+				return a.Release()
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
 	}
+	wg.Wait()
+	admitted := float64(len(sets) * goroutines * each)
 	for _, s := range sets {
 		checkFor(t, 5*time.Second, func() error {
 			st := s.Stats()
-			if got, want := st["tokens"].Extra["current_requests"], float64(3*len(h.decided)); got != want {
-				return fmt.Errorf("shared sliding count %v, admitted %v", got, want)
+			if got := st["tokens"].Extra["current_requests"]; got != 3*admitted {
+				return fmt.Errorf("shared sliding count %v, admitted %v", got, 3*admitted)
 			}
-			if used := 1e9 - st["budget"].Available; used != float64(2*len(h.decided)) {
-				return fmt.Errorf("shared bucket spent %v, admitted %v", used, 2*len(h.decided))
+			if used := 1e9 - st["budget"].Available; used != 2*admitted {
+				return fmt.Errorf("shared bucket spent %v, admitted %v", used, 2*admitted)
 			}
 			return nil
 		})
 	}
-	t.Logf("%d admissions by 18 goroutines over 3 sets", len(h.decided))
 }
 
-// TestKVClockSkew runs two sets on the same key, one clock 80ms ahead: within
-// MaxSkew (100ms), nothing is over-admitted in true time; with MaxSkew below
-// the real skew the same load over-admits, which shows the test can fail.
+// TestKVClockSkew runs two sets on the same key, one clock 80ms ahead.
 func TestKVClockSkew(t *testing.T) {
 	t.Parallel()
 	srv := runServer(t)
@@ -192,19 +209,53 @@ func TestKVClockSkew(t *testing.T) {
 	window := 300 * time.Millisecond
 	skew := 80 * time.Millisecond
 	ahead := func() time.Time { return time.Now().Add(skew) }
-	run := func(name string, maxSkew time.Duration) hammerLog {
-		fast := SetOptions{Clock: ahead, MaxSkew: maxSkew}
-		sets := append(sharedSets(t, srv, name, 1, SetOptions{MaxSkew: maxSkew}, CallLimit{Window: window, Capacity: capacity}),
-			sharedSets(t, srv, name, 1, fast, CallLimit{Window: window, Capacity: capacity})...)
-		return hammer(t, providers(sets...), []time.Duration{0, skew}, 8, 2*time.Second, nil)
+	pair := func(name string, maxSkew time.Duration) (exact, fast *Set) {
+		ls := []Limit{CallLimit{Window: window, Capacity: capacity}}
+		return sharedSets(t, srv, name, 1, SetOptions{MaxSkew: maxSkew}, ls...)[0],
+			sharedSets(t, srv, name, 1, SetOptions{Clock: ahead, MaxSkew: maxSkew}, ls...)[0]
 	}
-	h := run("skew", 0)
-	checkLog(t, SlidingWindow, h.decided, capacity, window, 0)
-	checkLog(t, SlidingWindow, h.returned, capacity, window, returnLatency)
-
-	h = run("skew-unguarded", time.Nanosecond)
-	if i, _ := maxInWindow(h.decided, int64(window), capacity); i < 0 {
-		t.Fatal("with MaxSkew below the real skew the log shows no over-admission: the check cannot see skew")
+	// Within MaxSkew (100ms) nothing is over-admitted in true time under load.
+	t.Run("hammer", func(t *testing.T) {
+		t.Parallel()
+		exact, fast := pair("skew", 0)
+		h := hammer(t, providers(exact, fast), []time.Duration{0, skew}, 8, 2*time.Second, nil)
+		checkLog(t, SlidingWindow, h.decided, capacity, window, 0)
+		checkLog(t, SlidingWindow, h.returned, capacity, window, returnLatency)
+	})
+	// The exact clock fills the window; the fast clock waits for room. With
+	// MaxSkew covering the skew it gets it a window later in true time; with
+	// MaxSkew below the skew it gets it 80ms early, which shows what the
+	// margin prevents.
+	for _, tc := range []struct {
+		name    string
+		maxSkew time.Duration
+		early   bool
+	}{{"guarded", 0, false}, {"unguarded", time.Nanosecond, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			exact, fast := pair("skew-"+tc.name, tc.maxSkew)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var first time.Time
+			for i := range capacity {
+				a, err := exact.Acquire(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					first = a.Time()
+				}
+			}
+			a, err := fast.Acquire(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gap := a.Time().Add(-skew).Sub(first)
+			if early := gap < window; early != tc.early {
+				t.Fatalf("the fast clock's admission came %v after the window's first (window %v)", gap, window)
+			}
+			t.Logf("the fast clock's admission came %v after the window's first (window %v)", gap, window)
+		})
 	}
 }
 
@@ -264,7 +315,7 @@ func TestKVResourceLease(t *testing.T) {
 	t.Parallel()
 	srv := runServer(t)
 	ctx := context.Background()
-	ttl := 400 * time.Millisecond
+	ttl := time.Second
 	opts := SetOptions{ResourceLeaseTTL: ttl, MaxSkew: 50 * time.Millisecond}
 	sets := sharedSets(t, srv, "slots", 2, opts, ResourceLimit{Key: "slots", Capacity: 1})
 	holderConn := connect(t, srv)
@@ -277,7 +328,7 @@ func TestKVResourceLease(t *testing.T) {
 	if _, err := holder.Acquire(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	for range 15 { // 1.5s: almost 4 TTLs
+	for range 25 { // 2.5s: 2.5 TTLs
 		if _, err := sets[0].TryAcquire(ctx, nil); !errors.Is(err, ErrWouldWait) {
 			t.Fatalf("slot of a live holder taken: %v", err)
 		}

@@ -430,7 +430,7 @@ func TestKVSigkillReturnsSlots(t *testing.T) {
 	}
 	defer a.Release()
 	bound := ttl + defaultMaxSkew
-	if d := time.Since(killed); d > bound+500*time.Millisecond {
+	if d := time.Since(killed); d > bound+time.Second {
 		t.Fatalf("slots came back %v after SIGKILL; bound %v", d, bound)
 	} else {
 		t.Logf("slots came back %v after SIGKILL (bound %v)", d, bound)
