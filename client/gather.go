@@ -65,6 +65,15 @@ func (e *GatherError) Unwrap() []error {
 // failure in input order is known, with that failure's error; with AllErrors it waits for all and returns a
 // *GatherError. When ctx ends first it returns ctx's error; the calls go on.
 func Gather[T any](ctx context.Context, futs []*Future[T], opts ...GatherOption) ([]T, error) {
+	return collect(ctx, futs, opts, (*Future[T]).get)
+}
+
+// GatherAny is Gather for futures of different types or pools; each result is the future's value as any.
+func GatherAny(ctx context.Context, futs []Awaitable, opts ...GatherOption) ([]any, error) {
+	return collect(ctx, futs, opts, Awaitable.value)
+}
+
+func collect[F Awaitable, T any](ctx context.Context, futs []F, opts []GatherOption, get func(F) (T, error)) ([]T, error) {
 	var cfg gatherConfig
 	for _, o := range opts {
 		o(&cfg)
@@ -75,35 +84,7 @@ func Gather[T any](ctx context.Context, futs []*Future[T], opts ...GatherOption)
 	out := make([]T, len(futs))
 	var errs []error
 	for i, f := range futs {
-		v, err := f.get()
-		if err != nil {
-			if errs == nil {
-				errs = make([]error, len(futs))
-			}
-			errs[i] = err
-			continue
-		}
-		out[i] = v
-	}
-	if errs != nil {
-		return out, &GatherError{Errs: errs}
-	}
-	return out, nil
-}
-
-// GatherAny is Gather for futures of different types or pools; each result is the future's value as any.
-func GatherAny(ctx context.Context, futs []Awaitable, opts ...GatherOption) ([]any, error) {
-	var cfg gatherConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if err := waitProgress(ctx, futs, &cfg); err != nil {
-		return nil, err
-	}
-	out := make([]any, len(futs))
-	var errs []error
-	for i, f := range futs {
-		v, err := f.value()
+		v, err := get(f)
 		if err != nil {
 			if errs == nil {
 				errs = make([]error, len(futs))
