@@ -61,12 +61,15 @@ func (b *bench) connect() (*nats.Conn, error) {
 	return nc, nil
 }
 
+// close closes the connections and stops the server; it may be called more than once.
 func (b *bench) close() {
 	for _, nc := range b.conns {
 		nc.Close()
 	}
+	b.conns = nil
 	if b.srv != nil {
 		b.srv.stop()
+		b.srv = nil
 	}
 }
 
@@ -308,8 +311,10 @@ func trimFloat(v float64) string {
 // report prints the table of figures, the ratios against their targets, and the checks.
 func (b *bench) report(w io.Writer) {
 	fmt.Fprintf(w, "natsfleet benchmarks: %s\n", b.machine.summary())
-	fmt.Fprintf(w, "date %s; each figure: median of %d runs of %s (min–max); load average before %s, after %s; took %.0fs\n\n",
-		b.machine.Date, b.opts.repeat, b.opts.duration, b.machine.LoadBefore, b.machine.LoadAfter, b.elapsed.Seconds())
+	fmt.Fprintf(w, "date %s; each figure: median of %d runs of %s (min–max); took %.0fs\n", b.machine.Date,
+		b.opts.repeat, b.opts.duration, b.elapsed.Seconds())
+	fmt.Fprintf(w, "load average before %s, after %s; other processes kept %.2f of %d CPUs busy meanwhile\n\n",
+		b.machine.LoadBefore, b.machine.LoadAfter, b.machine.OtherCPUs, b.machine.CPUs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "row\tcontender\tmedian\tmin – max\t")
 	last := ""

@@ -86,3 +86,44 @@ func procCPU(pid int) time.Duration {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * clockTick
 }
+
+// busyTicks is the CPU time, in clock ticks, that all CPUs of the machine spent busy since boot (/proc/stat).
+func busyTicks() int64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest time is counted in user already
+			break
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	return busy
+}
+
+// ownCPU is the CPU time of this process and of its children that have ended (the bench ends all of its own).
+func ownCPU() time.Duration {
+	var self, kids syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + kids.Utime.Nano() + kids.Stime.Nano())
+}
+
+// otherLoad measures how busy the rest of the machine keeps its CPUs while the bench runs: start it before, call
+// the function it returns after, and get the average number of CPUs others used.
+func otherLoad() func() float64 {
+	t0, busy0, own0 := time.Now(), busyTicks(), ownCPU()
+	return func() float64 {
+		busy := time.Duration(busyTicks()-busy0) * clockTick
+		others := busy - (ownCPU() - own0)
+		return max(0, others.Seconds()/time.Since(t0).Seconds())
+	}
+}

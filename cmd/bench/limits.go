@@ -28,6 +28,7 @@ const (
 	cRawCAS      = "raw single-key KV CAS loop"
 	cKVExact     = "natsfleet KV exact"
 	cKVLease     = "natsfleet KV lease"
+	cKVExactTB   = "natsfleet KV exact, token bucket"
 	kvProcs      = 4
 	kvGoroutines = 8
 	kvCapacity   = 1e9 // per second: never binding
@@ -48,6 +49,7 @@ const (
 	admRaw        = "raw"
 	admExact      = "exact"
 	admLease      = "lease"
+	admExactTB    = "exact-tb"
 	admCheckExact = "check-exact"
 	admCheckLease = "check-lease"
 )
@@ -103,6 +105,9 @@ func serveLimits(nc *nats.Conn, cfg childConfig, say func(string, ...any) error)
 			case admExact:
 				adm, err = newSet(limits.SetOptions{Name: "bench-exact", Mode: limits.Exact},
 					limits.CallLimit{Window: time.Second, Capacity: kvCapacity})
+			case admExactTB:
+				adm, err = newSet(limits.SetOptions{Name: "bench-exact-tb", Mode: limits.Exact},
+					limits.CallLimit{Window: time.Second, Capacity: kvCapacity, Algorithm: limits.TokenBucket})
 			case admLease:
 				adm, err = newSet(limits.SetOptions{Name: "bench-lease", Mode: limits.Lease, LeaseSize: cfg.LeaseSize},
 					limits.CallLimit{Window: time.Second, Capacity: kvCapacity})
@@ -248,10 +253,10 @@ func (b *bench) kvLimits() error {
 		return err
 	}
 	defer stopChildren(cs)
-	for _, c := range []string{cKVExact, cRawCAS, cKVLease} {
+	for _, c := range []string{cKVExact, cRawCAS, cKVLease, cKVExactTB} {
 		b.procsOf[c] = pids(cs...)
 	}
-	for _, name := range []string{admExact, admLease, admRaw, admCheckExact, admCheckLease} {
+	for _, name := range []string{admExact, admExactTB, admLease, admRaw, admCheckExact, admCheckLease} {
 		for _, c := range cs {
 			if err := c.send("PREP %s", name); err != nil {
 				return err
@@ -271,6 +276,7 @@ func (b *bench) kvLimits() error {
 		contender{cKVExact, run(admExact)},
 		contender{cRawCAS, run(admRaw)},
 		contender{cKVLease, run(admLease)},
+		contender{cKVExactTB, run(admExactTB)},
 	)
 	if err != nil {
 		return err

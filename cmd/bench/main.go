@@ -139,6 +139,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer b.close()
 	start := time.Now()
+	others := otherLoad()
 	fmt.Fprintf(stderr, "bench: %s; load average before: %s\n", b.machine.summary(), loadAverage())
 	failed := false
 	for _, g := range groups {
@@ -154,7 +155,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "bench: %s done in %.1fs\n", g.name, time.Since(t0).Seconds())
 	}
+	b.close() // ends every child, so that their CPU time is counted as the bench's own
 	b.machine.LoadAfter = loadAverage()
+	b.machine.OtherCPUs = others()
 	b.elapsed = time.Since(start)
 	b.report(stdout)
 	if o.memProfile != "" {
@@ -204,6 +207,8 @@ type machine struct {
 	Date       string `json:"date"`
 	LoadBefore string `json:"load_before"`
 	LoadAfter  string `json:"load_after"`
+	// OtherCPUs is how many CPUs other processes kept busy, on average, while the bench ran.
+	OtherCPUs float64 `json:"other_cpus"`
 }
 
 func currentMachine() machine {
