@@ -27,8 +27,8 @@ type bench struct {
 	elapsed time.Duration
 }
 
-func newBench(o options, log io.Writer) (*bench, error) {
-	return &bench{opts: o, log: log, machine: currentMachine(), procsOf: make(map[string][]int)}, nil
+func newBench(o options, log io.Writer) *bench {
+	return &bench{opts: o, log: log, machine: currentMachine(), procsOf: make(map[string][]int)}
 }
 
 // server starts, on first use, the NATS server with JetStream that every NATS row shares, and returns its URL. It

@@ -6,8 +6,10 @@
 //	go run . -rows thread-seq,kv -repeat 3         # some rows
 //	go run . -json bench.json -cpuprofile cpu.out  # figures as JSON; CPU profiles of this process and its children
 //
-// Each row runs each of its contenders for -duration, -repeat times, interleaved (contender A, B, C, then A, B, C
-// again), so that noise from the machine hits all of them alike; a row reports the median and the range.
+// Each row runs each of its contenders for -duration, -repeat times, interleaved (contender A, B, C, then B, C, A
+// and so on), so that noise from the machine hits all of them alike; a row reports the median and the range. Rows
+// over NATS also report the CPU time each call cost in the caller, the NATS server (a child process) and the
+// worker side, which tells where a contender's time goes; -cpuprofile writes a profile per process to find out why.
 //
 // The command is its own module so that the peer libraries it measures (alitto/pond, panjf2000/ants) never become
 // dependencies of natsfleet. It re-executes itself for the child processes it needs: natsfleet process-mode workers
@@ -65,7 +67,7 @@ var groups = []group{
 	{"fleet-pipe", "4 workers in 2 agent processes at 256 and 1024 in flight", (*bench).fleetPipelined},
 	{"uneven", "10% of calls 50x slower: least-active and round robin vs micro's random queue group", (*bench).uneven},
 	{"balancer", "balancer Pick+Done at 4 and 4,096 workers per algorithm", (*bench).balancerRows},
-	{"kv", "shared CallLimit over JetStream KV, 4 processes × 8 goroutines: exact, lease, raw CAS", (*bench).kvLimits},
+	{"kv", "shared CallLimit over JetStream KV, 4 processes × 8 goroutines: exact, lease, raw CAS; over-admission check", (*bench).kvLimits},
 	{"memlimit", "in-memory limit acquire+release, 8 goroutines, vs rate.Limiter.Allow", (*bench).memLimits},
 	{"memory", "bytes per in-flight call at 100k in flight; RSS of idle children", (*bench).memory},
 }
@@ -132,11 +134,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 
-	b, err := newBench(o, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "bench:", err)
-		return 1
-	}
+	b := newBench(o, stderr)
 	defer b.close()
 	start := time.Now()
 	others := otherLoad()
