@@ -50,7 +50,7 @@ type Pool struct {
 	ownSet *limits.Set
 	retry  retryPolicies
 	sink   func(ProgressEvent)
-	bars   *barRenderer
+	bars   progressView // nil without ShowProgress
 	callID atomic.Uint64
 
 	mu             sync.Mutex
@@ -553,7 +553,9 @@ func (p *Pool) doStop(ctx context.Context) error {
 	p.bg.Wait()
 	errs = append(errs, p.be.close(ctx))
 	p.closeLimits()
-	p.bars.close()
+	if p.bars != nil {
+		p.bars.close()
+	}
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,13 @@
 package client
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"sync"
+	"time"
+
+	"golang.org/x/term"
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
@@ -32,12 +36,28 @@ func progressEvent(c *call, ev codec.Progress) ProgressEvent {
 // progressOutput is where ShowProgress draws; tests redirect it.
 var progressOutput io.Writer = os.Stderr
 
-// newProgressSink combines the pool's progress consumers; nil when nobody listens, so calls skip reporting. The
-// renderer it returns (nil without ShowProgress) must be closed when the pool stops.
-func newProgressSink(opts Options) (func(ProgressEvent), *barRenderer) {
-	var r *barRenderer
+// progressView shows progress events: bars redrawn in place on a terminal, lines elsewhere.
+type progressView interface {
+	update(ev ProgressEvent)
+	close()
+}
+
+// isTerminal reports whether w is a terminal, where bars can redraw in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// newProgressSink combines the pool's progress consumers; nil when nobody listens, so calls skip reporting. The view
+// it returns (nil without ShowProgress) must be closed when the pool stops.
+func newProgressSink(opts Options) (func(ProgressEvent), progressView) {
+	var r progressView
 	if opts.ShowProgress {
-		r = &barRenderer{out: progressOutput, bars: make(map[string]*trackedBar)}
+		if isTerminal(progressOutput) {
+			r = &barRenderer{out: progressOutput, bars: make(map[string]*trackedBar)}
+		} else {
+			r = &lineRenderer{out: progressOutput, started: make(map[string]time.Time)}
+		}
 	}
 	switch {
 	case r != nil && opts.Progress != nil:
@@ -49,8 +69,7 @@ func newProgressSink(opts Options) (func(ProgressEvent), *barRenderer) {
 	return opts.Progress, nil
 }
 
-// barRenderer draws one terminal bar per running bar of the pool's calls, several at once. On a terminal the bars
-// redraw in place; on other outputs (a log file, CI) each bar prints one line when it completes.
+// barRenderer draws one terminal bar per running bar of the pool's calls, several at once, redrawn in place.
 type barRenderer struct {
 	out  io.Writer
 	mu   sync.Mutex
@@ -96,9 +115,6 @@ func (r *barRenderer) update(ev ProgressEvent) {
 
 // close finishes drawing; bars of calls that never completed are dropped.
 func (r *barRenderer) close() {
-	if r == nil {
-		return
-	}
 	r.mu.Lock()
 	p := r.p
 	for id, tb := range r.bars {
@@ -112,22 +128,75 @@ func (r *barRenderer) close() {
 	}
 }
 
-// gatherBar is the bar ShowGatherProgress draws for Gather's own completion.
+// lineRenderer writes one line when a bar starts and one when it completes: what a log file or CI can show cleanly,
+// where redrawing in place would leave escape codes.
+type lineRenderer struct {
+	out     io.Writer
+	mu      sync.Mutex
+	started map[string]time.Time
+}
+
+func (r *lineRenderer) update(ev ProgressEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	name := ev.Desc
+	if name == "" {
+		name = ev.Method
+	}
+	start, seen := r.started[ev.Bar]
+	if !seen {
+		start = time.Now()
+		r.started[ev.Bar] = start
+		fmt.Fprintf(r.out, "%s [%s on %s]: started, %s\n", name, ev.Method, ev.WorkerID, steps(ev.Total))
+	}
+	if ev.Done {
+		delete(r.started, ev.Bar)
+		fmt.Fprintf(r.out, "%s [%s on %s]: done %d/%d in %s\n", name, ev.Method, ev.WorkerID, ev.N, ev.Total,
+			time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func steps(total int64) string {
+	if total <= 0 {
+		return "unknown steps"
+	}
+	return fmt.Sprintf("%d steps", total)
+}
+
+func (r *lineRenderer) close() {}
+
+// gatherBar is the bar ShowGatherProgress draws for Gather's own completion: a terminal bar, or one line at the end.
 type gatherBar struct {
-	p   *mpb.Progress
-	bar *mpb.Bar
+	p     *mpb.Progress
+	bar   *mpb.Bar
+	desc  string
+	n     int
+	total int
+	start time.Time
 }
 
 func newGatherBar(desc string, total int) *gatherBar {
-	p := mpb.New(mpb.WithOutput(progressOutput), mpb.WithWidth(40))
-	b := p.AddBar(int64(total), mpb.PrependDecorators(decor.Name(desc+" "), decor.CountersNoUnit("%d/%d")),
-		mpb.AppendDecorators(decor.Percentage()))
-	return &gatherBar{p: p, bar: b}
+	g := &gatherBar{desc: desc, total: total, start: time.Now()}
+	if isTerminal(progressOutput) {
+		g.p = mpb.New(mpb.WithOutput(progressOutput), mpb.WithWidth(40))
+		g.bar = g.p.AddBar(int64(total), mpb.PrependDecorators(decor.Name(desc+" "), decor.CountersNoUnit("%d/%d")),
+			mpb.AppendDecorators(decor.Percentage()))
+	}
+	return g
 }
 
-func (g *gatherBar) set(n int) { g.bar.SetCurrent(int64(n)) }
+func (g *gatherBar) set(n int) {
+	g.n = n
+	if g.bar != nil {
+		g.bar.SetCurrent(int64(n))
+	}
+}
 
 func (g *gatherBar) close() {
+	if g.bar == nil {
+		fmt.Fprintf(progressOutput, "%s: %d/%d done in %s\n", g.desc, g.n, g.total, time.Since(g.start).Round(time.Millisecond))
+		return
+	}
 	if !g.bar.Completed() {
 		g.bar.Abort(false)
 	}
