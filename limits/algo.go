@@ -65,7 +65,7 @@ type rateState struct {
 	// emission intervals that are not whole nanoseconds do not drift.
 	Frac float64 `msgpack:"f,omitempty"`
 	// Log: sliding window admissions, sorted by time.
-	Log []slot `msgpack:"s,omitempty"`
+	Log slotLog `msgpack:"s,omitempty"`
 	// Out: units of a bucket algorithm (token, leaky, GCRA) leased to
 	// reservoirs in Lease mode and not yet settled. They were taken already, but
 	// the bucket must not refill over them while they can still be used: refill
@@ -75,12 +75,14 @@ type rateState struct {
 	Out float64 `msgpack:"-"`
 }
 
-// slot is Count units admitted (or leased) at At, counted until At+Window.
+// slot is N units admitted (or leased) at At, counted until At+Window.
 type slot struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	At       int64
-	N        float64
+	At int64
+	N  float64
 }
+
+// slotLog is a sliding window's admissions, sorted by time.
+type slotLog []slot
 
 func (st rateState) clone() rateState {
 	st.Log = slices.Clone(st.Log)

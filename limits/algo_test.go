@@ -3,8 +3,11 @@ package limits
 import (
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 const ms = int64(time.Millisecond)
@@ -287,5 +290,34 @@ func TestLeasedUnitsStayOut(t *testing.T) {
 		if w := p.wait(&st, later, 20); w != 150*ms {
 			t.Errorf("%s: wait for a full bucket %v, want 150ms", alg, time.Duration(w))
 		}
+	}
+}
+
+func TestStateEncoding(t *testing.T) {
+	t.Parallel()
+	st := sharedState{Sig: "s", Rates: []rateState{
+		{Level: 12.5, Mark: t0, Frac: 0.25},
+		{Level: 7.5, Log: slotLog{{At: t0, N: 3}, {At: t0 + 7, N: 4.5}, {At: t0 + int64(time.Hour), N: 1 << 40}}},
+		{},
+	}, Holders: map[string]holder{"h": {Expires: t0, Slots: []float64{0, 0, 2}}}}
+	b, err := msgpack.Marshal(&st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back sharedState
+	if err := msgpack.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, st) {
+		t.Fatalf("round trip:\n%+v\nwant\n%+v", back, st)
+	}
+	// A full 128-slot log of whole counts stays small.
+	var full rateState
+	p := params(SlidingWindow, 1e6, time.Second, 0)
+	for i := range int64(slidingSlots) {
+		p.record(&full, t0+i*p.quantum, 100)
+	}
+	if b, _ := msgpack.Marshal(full); len(b) > 1000 {
+		t.Fatalf("a %d-slot log encodes in %d bytes", len(full.Log), len(b))
 	}
 }

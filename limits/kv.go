@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -94,6 +95,61 @@ type holder struct {
 	_msgpack struct{}  `msgpack:",as_array"`
 	Expires  int64     // Unix ns, by the holder's clock; others add MaxSkew
 	Slots    []float64 // by def index
+}
+
+// EncodeMsgpack writes the log compactly, since it is most of a shared set's
+// state: an array of times and counts, each time as the difference from the
+// previous one and each number in the smallest msgpack form that holds it
+// exactly (a count of whole units is an integer).
+func (l slotLog) EncodeMsgpack(e *msgpack.Encoder) error {
+	if err := e.EncodeArrayLen(2 * len(l)); err != nil {
+		return err
+	}
+	prev := int64(0)
+	for _, s := range l {
+		if err := e.EncodeInt(s.At - prev); err != nil {
+			return err
+		}
+		prev = s.At
+		var err error
+		if s.N == math.Trunc(s.N) && math.Abs(s.N) < 1<<53 {
+			err = e.EncodeInt(int64(s.N))
+		} else {
+			err = e.EncodeFloat64(s.N)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DecodeMsgpack reads what EncodeMsgpack wrote.
+func (l *slotLog) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		*l = nil
+		return err
+	}
+	if n%2 != 0 {
+		return fmt.Errorf("limits: sliding log of odd length %d", n)
+	}
+	out := make(slotLog, n/2)
+	prev := int64(0)
+	for i := range out {
+		delta, err := d.DecodeInt64()
+		if err != nil {
+			return err
+		}
+		cnt, err := d.DecodeFloat64()
+		if err != nil {
+			return err
+		}
+		prev += delta
+		out[i] = slot{At: prev, N: cnt}
+	}
+	*l = out
+	return nil
 }
 
 func (st *sharedState) clone() *sharedState {
@@ -252,6 +308,9 @@ func (b *kvBackend) fetch(ctx context.Context) error {
 func (b *kvBackend) store(s snapshot) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if s.rev == b.cur.rev && b.cur.st == nil && !b.cur.missing {
+		b.cur.st = s.st // the watch was first with our own write: keep it decoded
+	}
 	if s.rev <= b.cur.rev {
 		return
 	}
