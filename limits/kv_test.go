@@ -96,7 +96,13 @@ func TestKVDefinitionsMustAgree(t *testing.T) {
 		t.Fatalf("NewSet with other limits: %v", err)
 	}
 	// Another bucket is another namespace.
-	sharedSets(t, srv, "api", 1, SetOptions{Bucket: "other"}, CallLimit{Window: time.Minute, Capacity: 4})
+	other := sharedSets(t, srv, "api", 1, SetOptions{Bucket: "other"}, CallLimit{Window: time.Minute, Capacity: 4})[0]
+	if other.Name() != "api" || other.Bucket() != "other" {
+		t.Fatalf("Name() %q Bucket() %q, want api and other", other.Name(), other.Bucket())
+	}
+	if def := sharedSets(t, srv, "api", 1, SetOptions{}, CallLimit{Window: time.Minute, Capacity: 3})[0]; def.Bucket() != DefaultBucket {
+		t.Fatalf("default bucket %q", def.Bucket())
+	}
 }
 
 func TestKVWaiterWokenByOtherRelease(t *testing.T) {

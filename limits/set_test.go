@@ -37,6 +37,12 @@ func TestRequestRules(t *testing.T) {
 	ctx := context.Background()
 	clock := newFakeClock()
 	s := apiSet(t, SetOptions{Clock: clock.Now})
+	if s.Name() != "" || s.Bucket() != "" {
+		t.Fatalf("in-memory set: Name() %q Bucket() %q", s.Name(), s.Bucket())
+	}
+	if got := s.Limits(); len(got) != 3 || got[0].LimitKey() != "call_count" || got[1].LimitKey() != "connections" || got[2].LimitKey() != "tokens" {
+		t.Fatalf("Limits() = %v, want the three limits sorted by key", got)
+	}
 
 	// An empty request takes CallLimits and ResourceLimits with 1, RateLimits not at all.
 	a, err := s.Acquire(ctx, nil)
