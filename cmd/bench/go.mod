@@ -8,6 +8,7 @@ require (
 	github.com/natsfleet/natsfleet v0.0.0-00010101000000-000000000000
 	github.com/panjf2000/ants/v2 v2.12.1
 	github.com/vmihailenco/msgpack/v5 v5.4.1
+	go.uber.org/goleak v1.3.0
 	golang.org/x/time v0.16.0
 )
 
