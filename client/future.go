@@ -204,11 +204,15 @@ func (f *Future[T]) Err() error {
 // on (use Cancel to stop it).
 func (f *Future[T]) Result(ctx context.Context) (T, error) {
 	if !f.isDone() {
-		select {
-		case <-f.doneChan():
-		case <-ctx.Done():
-			var zero T
-			return zero, ctx.Err()
+		if cd := ctx.Done(); cd == nil {
+			<-f.doneChan() // a context that never ends needs no select
+		} else {
+			select {
+			case <-f.doneChan():
+			case <-cd:
+				var zero T
+				return zero, ctx.Err()
+			}
 		}
 	}
 	return f.get()
