@@ -281,7 +281,9 @@ func (b *bench) kvLimits() error {
 	if err != nil {
 		return err
 	}
-	b.find(rowKV, cKVLease).Note = fmt.Sprintf("lease size %g", b.opts.leaseSize)
+	if r := b.find(rowKV, cKVLease); r != nil {
+		r.Note = fmt.Sprintf("lease size %g", b.opts.leaseSize)
+	}
 	for _, c := range []struct{ name, adm string }{{"KV exact", admCheckExact}, {"KV lease", admCheckLease}} {
 		n, _, err := kvRun(cs, c.adm, checkFor)
 		if err != nil {
