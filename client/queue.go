@@ -7,12 +7,49 @@ import "container/heap"
 // up to (difference × PriorityAging) before it, and no call is overtaken by a call that arrives later than that:
 // a steady stream of high-priority calls delays a low one by a bounded time, never forever. The rank is fixed at
 // arrival, so a heap keeps push and pop at O(log n) however long the line grows.
-type callQueue struct{ h callHeap }
+//
+// While no waiting call has a priority, ranks follow arrival and the line is a plain FIFO, which costs less than
+// the heap; the first call with a priority moves the line into the heap until it empties.
+type callQueue struct {
+	fifo []*call
+	head int
+	h    callHeap
+}
 
-func (q *callQueue) len() int     { return len(q.h) }
-func (q *callQueue) push(c *call) { heap.Push(&q.h, c) }
-func (q *callQueue) pop() *call   { return heap.Pop(&q.h).(*call) }
-func (q *callQueue) peek() *call  { return q.h[0] }
+func (q *callQueue) len() int { return len(q.fifo) - q.head + len(q.h) }
+
+func (q *callQueue) push(c *call) {
+	if len(q.h) == 0 && c.priority == 0 {
+		q.fifo = append(q.fifo, c)
+		return
+	}
+	for _, f := range q.fifo[q.head:] {
+		heap.Push(&q.h, f)
+	}
+	clear(q.fifo)
+	q.fifo, q.head = q.fifo[:0], 0
+	heap.Push(&q.h, c)
+}
+
+func (q *callQueue) pop() *call {
+	if len(q.h) > 0 {
+		return heap.Pop(&q.h).(*call)
+	}
+	c := q.fifo[q.head]
+	q.fifo[q.head] = nil
+	q.head++
+	if q.head == len(q.fifo) {
+		q.fifo, q.head = q.fifo[:0], 0
+	}
+	return c
+}
+
+func (q *callQueue) peek() *call {
+	if len(q.h) > 0 {
+		return q.h[0]
+	}
+	return q.fifo[q.head]
+}
 
 type callHeap []*call
 

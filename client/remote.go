@@ -417,25 +417,54 @@ func (h *remoteHandle) publish(c *call) {
 	be := h.be
 	n := be.mux.register(c)
 	c.rc.muxN = n
-	tok := strconv.FormatUint(n, 36)
-	hdr := nats.Header{
-		codec.HeaderCallID: []string{c.CallID},
-		codec.HeaderMethod: []string{c.method},
-	}
-	if c.rc.urgent {
-		hdr[fleet.HeaderUrgent] = []string{"1"}
-	}
-	if !c.rc.deadline.IsZero() {
-		hdr[codec.HeaderDeadline] = []string{codec.FormatDeadline(c.rc.deadline)}
-	}
-	msg := &nats.Msg{Subject: h.subject, Reply: be.mux.prefix + tok, Header: hdr, Data: c.rc.body}
-	if err := be.nc.PublishMsg(msg); err != nil {
+	om := outMsgs.Get().(*outMsg)
+	msg := om.fill(h.subject, be.mux.prefix+strconv.FormatUint(n, 36), c)
+	err := be.nc.PublishMsg(msg)
+	om.put()
+	if err != nil {
 		be.mux.forget(n)
 		if errors.Is(err, nats.ErrMaxPayload) {
 			err = fmt.Errorf("%w: %w", fleet.ErrPayloadTooLarge, err)
 		}
 		c.complete(nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
 	}
+}
+
+// outMsg is a reusable call message: PublishMsg encodes the message before it returns, so its struct, header map
+// and value slices serve the next call instead of being allocated for each.
+type outMsg struct {
+	msg                          nats.Msg
+	id, method, urgent, deadline [1]string
+}
+
+var outMsgs = sync.Pool{New: func() any {
+	om := &outMsg{}
+	om.msg.Header = make(nats.Header, 4)
+	return om
+}}
+
+func (om *outMsg) fill(subject, reply string, c *call) *nats.Msg {
+	m := &om.msg
+	m.Subject, m.Reply, m.Data = subject, reply, c.rc.body
+	om.id[0], om.method[0] = c.CallID, c.method
+	m.Header[codec.HeaderCallID] = om.id[:]
+	m.Header[codec.HeaderMethod] = om.method[:]
+	if c.rc.urgent {
+		om.urgent[0] = "1"
+		m.Header[fleet.HeaderUrgent] = om.urgent[:]
+	}
+	if !c.rc.deadline.IsZero() {
+		om.deadline[0] = codec.FormatDeadline(c.rc.deadline)
+		m.Header[codec.HeaderDeadline] = om.deadline[:]
+	}
+	return m
+}
+
+func (om *outMsg) put() {
+	clear(om.msg.Header)
+	om.msg.Data = nil
+	om.id[0], om.method[0], om.deadline[0] = "", "", ""
+	outMsgs.Put(om)
 }
 
 // sent is called when a call on this worker completes.
