@@ -1,6 +1,10 @@
 package fleet
 
-import "time"
+import (
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
 
 // The messages of the fleet protocol besides calls and replies (those are in package codec). Bodies are msgpack
 // unless a message says Content-Type: application/json, in which case the same field names are JSON keys.
@@ -75,4 +79,33 @@ type AgentInfo struct {
 	Free     int      `msgpack:"free" json:"free"`         // of which not in use
 	Kinds    []string `msgpack:"kinds" json:"kinds"`       // kinds it can build
 	Workers  int      `msgpack:"workers" json:"workers"`   // workers it hosts now, standing ones included
+}
+
+// Batches. When calls to one worker pile up faster than they can be published one message each, a client sends them
+// in one message, and a worker answers the replies that pile up for one client inbox in one message: under load the
+// fleet pays NATS's per-message cost once per batch instead of once per call. Batches are msgpack only.
+const (
+	// HeaderBatch on a message says its body is a msgpack array of that many BatchCall (on a worker's call subject)
+	// or BatchReply (on a reply inbox's batch subject).
+	HeaderBatch = "Fleet-Batch"
+	// ReplyBatchToken replaces the last token of the calls' reply subjects to form the subject a reply batch goes to:
+	// replies to _INBOX.abc.17 and _INBOX.abc.18 travel together to _INBOX.abc._b. Call reply tokens never take this
+	// value (clients number them in base 36, which has no '_').
+	ReplyBatchToken = "_b"
+)
+
+// BatchCall is one call in a call batch: what a single call carries in its headers and body.
+type BatchCall struct {
+	ID       string             `msgpack:"i"`           // Fleet-Call-Id
+	Method   string             `msgpack:"m"`           // Fleet-Method
+	Reply    string             `msgpack:"r"`           // the reply subject
+	Deadline string             `msgpack:"d,omitempty"` // Fleet-Deadline
+	Args     msgpack.RawMessage `msgpack:"a"`           // the arguments array, msgpack
+}
+
+// BatchReply is one reply in a reply batch.
+type BatchReply struct {
+	Token  string             `msgpack:"t"` // last token of the call's reply subject
+	Status string             `msgpack:"s"` // Fleet-Status
+	Body   msgpack.RawMessage `msgpack:"b"` // the reply body, msgpack
 }
