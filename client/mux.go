@@ -103,18 +103,48 @@ func (m *replyMux) lookup(n uint64, remove bool) *call {
 func (m *replyMux) forget(n uint64) { m.lookup(n, true) }
 
 func (m *replyMux) onReply(msg *nats.Msg) {
-	n, err := strconv.ParseUint(msg.Subject[len(m.prefix):], 36, 64)
+	tok := msg.Subject[len(m.prefix):]
+	if tok == fleet.ReplyBatchToken && msg.Header.Get(fleet.HeaderBatch) != "" {
+		var batch []fleet.BatchReply
+		if err := codec.Msgpack.Unmarshal(msg.Data, &batch); err != nil {
+			return // the calls it answered fail when their worker is found lost
+		}
+		for _, r := range batch {
+			if n, err := strconv.ParseUint(r.Token, 36, 64); err == nil {
+				m.deliver(n, r.Status, codec.Msgpack, r.Body)
+			}
+		}
+		return
+	}
+	n, err := strconv.ParseUint(tok, 36, 64)
 	if err != nil {
 		return
 	}
 	status := msg.Header.Get(codec.HeaderStatus)
+	if status == "" && msg.Header.Get("Status") == "503" {
+		status = "503"
+	}
+	var cd codec.Codec
+	if status == codec.StatusOK || status == codec.StatusError {
+		if cd, err = codec.ForContentType(msg.Header.Get(codec.HeaderContentType)); err != nil {
+			if c := m.lookup(n, true); c != nil {
+				c.complete(nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
+			}
+			return
+		}
+	}
+	m.deliver(n, status, cd, msg.Data)
+}
+
+// deliver hands one reply (alone in its message or out of a batch) to call n.
+func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte) {
 	if status == codec.StatusProgress {
 		c := m.lookup(n, false)
 		if c == nil || c.Progress == nil {
 			return
 		}
 		var ev codec.Progress
-		if err := codec.Msgpack.Unmarshal(msg.Data, &ev); err == nil {
+		if err := codec.Msgpack.Unmarshal(data, &ev); err == nil {
 			c.Progress(ev)
 		}
 		return
@@ -124,31 +154,21 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 		return // cancelled, lost or timed out already
 	}
 	switch status {
-	case codec.StatusOK, codec.StatusError:
-		cd, err := codec.ForContentType(msg.Header.Get(codec.HeaderContentType))
-		if err != nil {
-			c.complete(nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
-			return
+	case codec.StatusOK:
+		if data == nil {
+			data = []byte{}
 		}
-		if status == codec.StatusOK {
-			data := msg.Data
-			if data == nil {
-				data = []byte{}
-			}
-			c.remoteReply(cd, data, nil)
-			return
-		}
+		c.remoteReply(cd, data, nil)
+	case codec.StatusError:
 		var e codec.Error
-		if err := cd.Unmarshal(msg.Data, &e); err != nil {
+		if err := cd.Unmarshal(data, &e); err != nil {
 			c.complete(nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
 			return
 		}
 		c.remoteReply(cd, nil, fleet.DecodeError(e))
+	case "503":
+		c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.worker))
 	default:
-		if msg.Header.Get("Status") == "503" {
-			c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.worker))
-			return
-		}
 		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
 	}
 }

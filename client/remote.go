@@ -64,6 +64,11 @@ type remoteHandle struct {
 	inflight map[*call]struct{}
 	lost     bool
 	stopping bool
+
+	outMu    sync.Mutex
+	flushing bool    // a goroutine is publishing to this worker
+	outbox   []*call // calls waiting for it
+	spare    []*call
 }
 
 func newRemoteBackend(ctx context.Context, p *Pool, args []any, attach bool) (*remoteBackend, error) {
@@ -413,7 +418,119 @@ func (h *remoteHandle) send(c *call) {
 	h.publish(c)
 }
 
+// publish sends c to the worker. Senders combine: when another goroutine is already publishing to this worker, c
+// joins the outbox and that goroutine sends it, together with whatever else piled up, as one batch message. An idle
+// pool therefore sends each call at once in a message of its own, and a busy one pays NATS's per-message cost once
+// per batch.
 func (h *remoteHandle) publish(c *call) {
+	if hb := h.beat.Load(); c.rc.urgent || hb == nil || !hb.Batches {
+		h.publishOne(c)
+		return
+	}
+	h.outMu.Lock()
+	if h.flushing {
+		h.outbox = append(h.outbox, c)
+		h.outMu.Unlock()
+		return
+	}
+	h.flushing = true
+	h.outMu.Unlock()
+	h.publishOne(c)
+	h.drain(maxDrainRounds)
+}
+
+const (
+	// maxDrainRounds bounds how long a caller's goroutine keeps sending others' calls before a goroutine of its
+	// own takes over.
+	maxDrainRounds = 8
+	// maxBatch is the most calls one batch message carries.
+	maxBatch = 128
+)
+
+// drain sends what piled up in the outbox while this goroutine published, until it is empty.
+func (h *remoteHandle) drain(rounds int) {
+	for i := 0; ; i++ {
+		h.outMu.Lock()
+		if len(h.outbox) == 0 {
+			h.flushing = false
+			h.outMu.Unlock()
+			return
+		}
+		if i == rounds {
+			h.outMu.Unlock()
+			go h.drain(-1) // still flushing: it is the new sender
+			return
+		}
+		batch := h.outbox
+		h.outbox = h.spare[:0]
+		h.outMu.Unlock()
+		for len(batch) > 0 {
+			k := min(len(batch), maxBatch)
+			h.publishBatch(batch[:k])
+			batch = batch[k:]
+		}
+		h.outMu.Lock()
+		h.spare = batch[:0]
+		h.outMu.Unlock()
+	}
+}
+
+// publishBatch sends calls in one message; one call goes alone.
+func (h *remoteHandle) publishBatch(calls []*call) {
+	if len(calls) == 1 {
+		h.publishOne(calls[0])
+		return
+	}
+	be := h.be
+	entries := make([]fleet.BatchCall, 0, len(calls))
+	size := 0
+	for _, c := range calls {
+		if c.isDone() {
+			continue // cancelled while waiting in the outbox
+		}
+		n := be.mux.register(c)
+		c.rc.muxN = n
+		e := fleet.BatchCall{ID: c.CallID, Method: c.method, Reply: be.mux.prefix + strconv.FormatUint(n, 36), Args: c.rc.body}
+		if !c.rc.deadline.IsZero() {
+			e.Deadline = codec.FormatDeadline(c.rc.deadline)
+		}
+		entries = append(entries, e)
+		size += len(c.rc.body) + len(c.CallID) + len(c.method) + len(e.Reply) + 16
+	}
+	if len(entries) == 0 {
+		return
+	}
+	fail := func(err error) {
+		for _, c := range calls {
+			if !c.isDone() {
+				be.mux.forget(c.rc.muxN)
+				c.complete(nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
+			}
+		}
+	}
+	if int64(size) > be.nc.MaxPayload() {
+		// Too big together: send each alone, so one oversized call fails by itself.
+		for _, c := range calls {
+			if !c.isDone() {
+				be.mux.forget(c.rc.muxN)
+				h.publishOne(c)
+			}
+		}
+		return
+	}
+	body, err := codec.Msgpack.Marshal(entries)
+	if err != nil {
+		fail(err)
+		return
+	}
+	msg := &nats.Msg{Subject: h.subject, Header: nats.Header{fleet.HeaderBatch: []string{strconv.Itoa(len(entries))}}, Data: body}
+	if err := be.nc.PublishMsg(msg); err != nil {
+		fail(err)
+	}
+}
+
+// publishOne sends c in a message of its own.
+func (h *remoteHandle) publishOne(c *call) {
 	be := h.be
 	n := be.mux.register(c)
 	c.rc.muxN = n

@@ -42,6 +42,8 @@ type Heartbeat struct {
 	Calls    int64         `msgpack:"calls" json:"calls"`         // calls completed
 	Interval time.Duration `msgpack:"interval" json:"interval"`   // its heartbeat interval
 	Stopping bool          `msgpack:"stopping,omitempty" json:"stopping,omitempty"`
+	// Batches says the worker takes call batches (HeaderBatch); clients send batches only to workers that do.
+	Batches bool `msgpack:"batches,omitempty" json:"batches,omitempty"`
 }
 
 // WorkerSpec says how to build one remote worker: the body of a spawn request to an agent
