@@ -147,6 +147,11 @@ func (b *Balancer) Pick(limit int) (slot int, ok bool) {
 	return slot, true
 }
 
+// NeedsDone reports whether Done affects which slot Pick(limit) selects. It does only for LeastActive and under a
+// cap (limit > 0); otherwise Done keeps just the in-flight counts (Active, LeastActive's stats) and lets Add reuse a
+// removed slot's index, so a hot path that needs neither may skip it and spare the lock.
+func (b *Balancer) NeedsDone(limit int) bool { return limit > 0 || b.alg == LeastActive }
+
 // Done records that a call on slot ended: its active count goes down by one,
 // never below zero. It is accepted for removed slots, whose in-flight calls
 // still finish; an index that never existed is ignored.

@@ -430,3 +430,31 @@ func TestLeastTotalReplacementNotFlooded(t *testing.T) {
 		t.Errorf("TotalCalls = %v, want %v", got, want)
 	}
 }
+
+func TestNeedsDone(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		alg   Algorithm
+		limit int
+		want  bool
+	}{
+		{RoundRobin, 0, false}, {Random, 0, false}, {LeastTotal, 0, false}, {LeastActive, 0, true},
+		{RoundRobin, 1, true}, {Random, 3, true}, {LeastTotal, 2, true}, {LeastActive, 5, true},
+	} {
+		b, err := New(tt.alg, 3, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.NeedsDone(tt.limit); got != tt.want {
+			t.Errorf("%s NeedsDone(%d) = %v, want %v", tt.alg, tt.limit, got, tt.want)
+		}
+		// Where Done does not matter, picks without it follow the algorithm all the same.
+		if !tt.want && tt.alg == RoundRobin {
+			for i := range 6 {
+				if s, ok := b.Pick(tt.limit); !ok || s != i%3 {
+					t.Fatalf("pick %d without Done = %d, %v; want %d", i, s, ok, i%3)
+				}
+			}
+		}
+	}
+}

@@ -59,6 +59,7 @@ type Pool struct {
 	queue          callQueue
 	seq            uint64
 	direct         bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
+	counted        bool // completions are reported to the balancer (Balancer.NeedsDone)
 	stopping       atomic.Bool
 	pending        atomic.Int64 // accepted calls not completed
 	snap           atomic.Pointer[[]handle]
@@ -124,6 +125,8 @@ func newPool(kind *fleet.Kind, name string, opts Options) *Pool {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.bal, _ = balancer.New(opts.LoadBalancing, 0, balancer.Options{}) // opts validated the algorithm
 	p.direct = opts.MaxQueuedTasks == 0 && !opts.OnDemand && opts.Mode != Sync
+	// Without a cap only least-active balancing picks by in-flight counts; the others' dispatch skips Done.
+	p.counted = !p.direct || p.bal.NeedsDone(0)
 	return p
 }
 
@@ -450,7 +453,7 @@ func (p *Pool) finished(c *call) {
 		}
 	}
 	if p.direct {
-		if c.slot >= 0 {
+		if c.slot >= 0 && p.counted {
 			p.bal.Done(c.slot)
 		}
 		p.leave()
