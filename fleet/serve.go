@@ -28,6 +28,43 @@ const flushTimeout = 5 * time.Second
 // DefaultDrainTimeout bounds how long a ControlStop lets the calls a worker holds finish.
 const DefaultDrainTimeout = time.Minute
 
+// inlineBudget is the longest typical run of a method whose calls may run inline, in the goroutine that receives
+// calls, instead of being handed to the worker's goroutine. While a call runs inline the calls behind it wait in
+// nats.go's buffer, where a ControlCancel is applied only when they come out and heartbeats do not count them, so
+// only methods that run this briefly run inline; a longer method does not notice the handoff's few microseconds.
+const inlineBudget = 200 * time.Microsecond
+
+// pace is what a worker learned of how long one method runs: a moving average of its run times.
+type pace struct {
+	avg atomic.Int64 // nanoseconds; -1 before the first run
+}
+
+func newPace() *pace {
+	p := &pace{}
+	p.avg.Store(-1)
+	return p
+}
+
+// short reports whether the method's calls may run inline: it ran, and typically within inlineBudget. A method not
+// yet run is not short, so a first call that runs long never blocks the calls behind it.
+func (p *pace) short() bool {
+	a := p.avg.Load()
+	return a >= 0 && a <= int64(inlineBudget)
+}
+
+// observe adds a run of d. The average weighs the latest run 1/8: an odd slow run (a GC pause) does not send a
+// short method back to the worker's goroutine, while one long call is enough to (a call of a minute lifts the
+// average to over 7s).
+func (p *pace) observe(d time.Duration) {
+	a := p.avg.Load()
+	if a < 0 {
+		a = int64(d)
+	} else {
+		a += (int64(d) - a) / 8
+	}
+	p.avg.Store(a) // runs of one method seldom overlap; a lost update only delays what the average learns
+}
+
 // ServeOptions configure Serve. Zero values mean the defaults noted.
 type ServeOptions struct {
 	// Agent is the ID of the agent hosting the worker, reported in its heartbeats; default "" (hosted by no agent).
@@ -67,8 +104,14 @@ type Hosted struct {
 	callSub, ctlSub, discSub *nats.Subscription
 	svc                      service // service discovery and per-method counters (micro.go)
 
-	mu    sync.Mutex
-	calls map[string]*call // queued or running, by call ID, so ControlCancel can find them
+	mu      sync.Mutex
+	calls   map[string]*call // queued or running in the worker's goroutines, by call ID, so ControlCancel finds them
+	running *call            // the call running inline in the call subscription's goroutine
+	// tombs are cancels of calls still in nats.go's buffer behind an inline call, by call ID, each with the count of
+	// delivered messages after which the call can no longer come (see tombLocked).
+	tombs   map[string]int64
+	refusal atomic.Pointer[refusal] // set once the worker aborts: calls still buffered fail unrun
+	pace    map[*Method]*pace       // read-only after Serve
 
 	stopping atomic.Bool
 	stopErr  error
@@ -140,6 +183,10 @@ func Serve(nc *nats.Conn, spec WorkerSpec, opts ServeOptions) (*Hosted, error) {
 		return nil, fmt.Errorf("fleet: serve: %w", err)
 	}
 	h.svc.init(k, opts.OnCall)
+	h.pace = make(map[*Method]*pace, len(k.methods))
+	for _, m := range k.methods {
+		h.pace[m] = newPace()
+	}
 	if err := h.subscribe(); err != nil {
 		h.unsubscribe()
 		_ = h.w.Stop(context.Background()) // nothing was submitted: returns at once
@@ -277,13 +324,17 @@ func (h *Hosted) stop(ctx context.Context, stopped func(error)) error {
 		_ = h.discSub.Unsubscribe()
 	}
 	// Draining, not unsubscribing: calls the client library holds for this subscription are still delivered and
-	// answered (by the worker, or with ErrWorkerStopped), so no caller waits for a reply that never comes.
+	// answered, so no caller waits for a reply that never comes. The drain ends once the last of them has been
+	// taken by the worker or has run inline.
 	closed := h.callSub.StatusChanged(nats.SubscriptionClosed)
 	if err := h.callSub.Drain(); err == nil {
 		select {
 		case <-closed:
 		case <-ctx.Done():
-			_ = h.callSub.Unsubscribe()
+			// The calls still buffered fail unrun as they come out, as the worker's queued calls do below; the
+			// drain goes on without us. Behind an inline method that ignores its context they come out when it
+			// returns.
+			h.refusal.Store(&refusal{err: h.w.stoppedError(ctx.Err())})
 		}
 	} else {
 		_ = h.callSub.Unsubscribe()
@@ -344,12 +395,17 @@ func (h *Hosted) onDiscover(m *nats.Msg) {
 }
 
 func (h *Hosted) onControl(m *nats.Msg) {
+	op := m.Header.Get(HeaderControl)
+	if op == ControlCall {
+		h.onUrgentCall(m) // answered like a call, with the call's ID and codec
+		return
+	}
 	c, err := codec.ForContentType(m.Header.Get(codec.HeaderContentType))
 	if err != nil {
 		h.respond(m, codec.JSON, EncodeError(fmt.Errorf("%w: %w", ErrMalformed, err)), codec.StatusError)
 		return
 	}
-	switch op := m.Header.Get(HeaderControl); op {
+	switch op {
 	case ControlCancel:
 		h.cancelCall(m.Header.Get(codec.HeaderCallID))
 	case ControlStop:
@@ -377,8 +433,8 @@ func (h *Hosted) onControl(m *nats.Msg) {
 	case ControlPing:
 		h.respond(m, c, nil, codec.StatusOK)
 	default:
-		h.respond(m, c, EncodeError(fmt.Errorf("%w: unknown %s %q (want %s, %s, %s or %s)", ErrMalformed,
-			HeaderControl, op, ControlCancel, ControlStop, ControlStats, ControlPing)), codec.StatusError)
+		h.respond(m, c, EncodeError(fmt.Errorf("%w: unknown %s %q (want %s, %s, %s, %s or %s)", ErrMalformed,
+			HeaderControl, op, ControlCall, ControlCancel, ControlStop, ControlStats, ControlPing)), codec.StatusError)
 	}
 }
 
@@ -403,25 +459,104 @@ func (h *Hosted) respond(m *nats.Msg, c codec.Codec, v any, status string) {
 	}
 }
 
+// cancelCall aborts the call id wherever it is: running inline, queued or running in the worker, or still in nats.go's
+// buffer behind a call running inline, where it is marked to be failed unrun when it comes out.
 func (h *Hosted) cancelCall(id string) {
 	h.mu.Lock()
 	c := h.calls[id]
+	if c == nil && h.running != nil && h.running.CallID == id {
+		c = h.running
+	}
+	if c == nil {
+		h.tombLocked(id)
+	}
 	h.mu.Unlock()
 	if c != nil {
 		c.abort()
 	}
 }
 
+// maxTombs bounds the cancels of buffered calls remembered at once; a flood of cancels for unknown IDs cannot grow
+// the worker's memory beyond it.
+const maxTombs = 4096
+
+// tombLocked remembers a cancel of a call the worker has not received, if the call subscription holds messages it
+// may be among; the mark lasts until the subscription has delivered them all.
+func (h *Hosted) tombLocked(id string) {
+	pending, _, err := h.callSub.Pending()
+	if err != nil || pending == 0 {
+		return // the call was answered already (the cancel came late) or never sent
+	}
+	delivered, err := h.callSub.Delivered()
+	if err != nil {
+		return
+	}
+	h.pruneTombsLocked(delivered)
+	if len(h.tombs) >= maxTombs {
+		h.log.Warn("fleet: too many cancels of calls not yet received; dropping one", "worker", h.spec.ID,
+			"call", id)
+		return
+	}
+	if h.tombs == nil {
+		h.tombs = make(map[string]int64)
+	}
+	// pending counts the message in the callback too, so the buffered ones are among the next pending deliveries.
+	h.tombs[id] = delivered + int64(pending)
+}
+
+// takeTombLocked reports whether the call id, just delivered, was cancelled while it waited in the buffer.
+func (h *Hosted) takeTombLocked(id string) bool {
+	delivered, err := h.callSub.Delivered()
+	if err == nil {
+		h.pruneTombsLocked(delivered - 1) // this call's own mark has not expired yet
+	}
+	if _, ok := h.tombs[id]; ok {
+		delete(h.tombs, id)
+		return true
+	}
+	return false
+}
+
+func (h *Hosted) pruneTombsLocked(delivered int64) {
+	for id, last := range h.tombs {
+		if last <= delivered {
+			delete(h.tombs, id)
+		}
+	}
+}
+
+// cancelAll aborts every call the worker holds, and makes the calls still buffered fail unrun when they come out.
 func (h *Hosted) cancelAll() {
 	h.mu.Lock()
-	cs := make([]*call, 0, len(h.calls))
+	h.refusal.Store(&refusal{cancel: true})
+	cs := make([]*call, 0, len(h.calls)+1)
 	for _, c := range h.calls {
 		cs = append(cs, c)
+	}
+	if h.running != nil {
+		cs = append(cs, h.running)
 	}
 	h.mu.Unlock()
 	for _, c := range cs {
 		c.abort()
 	}
+}
+
+// refusal says why calls that come out of the subscription's buffer from now on fail unrun: the worker is aborting.
+type refusal struct {
+	cancel bool  // a ControlStop with Fleet-Abort: each call is cancelled
+	err    error // otherwise every call fails with err: the stop's deadline passed
+}
+
+func (r *refusal) errFor(id string) error {
+	if r.cancel {
+		return cancelledError(id)
+	}
+	return r.err
+}
+
+func cancelledError(id string) error {
+	return fmt.Errorf("fleet: call %s cancelled: %w", id, context.Canceled)
 }
 
 // call is one call received over NATS: the Task it becomes and where its reply goes, in one allocation.
@@ -432,17 +567,22 @@ type call struct {
 	trace string
 	codec codec.Codec
 	start time.Time // arrival at the worker
+	pace  *pace     // its method's
 }
 
 // Reply sends the call's outcome to its caller.
 func (c *call) Reply(_ *Task, res any, err error) {
 	h := c.h
 	h.mu.Lock()
-	if h.calls[c.CallID] == c {
+	if h.running == c {
+		h.running = nil
+	} else if h.calls[c.CallID] == c {
 		delete(h.calls, c.CallID)
 	}
 	h.mu.Unlock()
-	c.Cancel() // releases the deadline's timer
+	if c.Cancel != nil {
+		c.Cancel() // releases the deadline's timer
+	}
 	h.record(c.Method, c.start, err)
 	if c.inbox == "" {
 		if err != nil {
@@ -454,12 +594,20 @@ func (c *call) Reply(_ *Task, res any, err error) {
 	h.reply(c.inbox, c.CallID, c.trace, c.codec, res, err)
 }
 
-// abort cancels the call's context and answers the caller at once: a queued call would otherwise wait for its
-// turn to be dropped, and a running method may take a moment to notice. The worker's own reply comes later and is
-// ignored (a task is replied to once).
-func (c *call) abort() {
-	c.Cancel()
-	c.Task.reply(nil, fmt.Errorf("fleet: call %s cancelled: %w", c.CallID, context.Canceled))
+func (c *call) ran(d time.Duration) { c.pace.observe(d) }
+
+// abort cancels the call: see fail.
+func (c *call) abort() { c.fail(cancelledError(c.CallID)) }
+
+// fail cancels the call's context, if it has one, and answers the caller with err at once: a queued call would
+// otherwise wait for its turn to be dropped, and a running method may take a moment to notice (one without a context
+// runs to its end; its result is dropped). The worker's own reply comes later and is ignored (a task is replied to
+// once); a call not yet started is skipped.
+func (c *call) fail(err error) {
+	if c.Cancel != nil {
+		c.Cancel()
+	}
+	c.Task.reply(nil, err)
 }
 
 func (c *call) progress(p codec.Progress) {
@@ -475,69 +623,160 @@ func (c *call) progress(p codec.Progress) {
 	}
 }
 
+// callHeader is what a call's headers say, read in one pass over the header map.
+type callHeader struct {
+	id, method, contentType, deadline, trace string
+	urgent                                   bool
+}
+
+func readCallHeader(hdr nats.Header) callHeader {
+	var ch callHeader
+	for k, v := range hdr {
+		if len(v) == 0 {
+			continue
+		}
+		switch k {
+		case codec.HeaderCallID:
+			ch.id = v[0]
+		case codec.HeaderMethod:
+			ch.method = v[0]
+		case codec.HeaderContentType:
+			ch.contentType = v[0]
+		case codec.HeaderDeadline:
+			ch.deadline = v[0]
+		case codec.HeaderTraceparent:
+			ch.trace = v[0]
+		case HeaderUrgent:
+			ch.urgent = v[0] != ""
+		}
+	}
+	return ch
+}
+
+// onCall serves the call subject. A call runs inline, in this goroutine, when the worker is idle and its method
+// typically runs within inlineBudget: the calls behind it wait in nats.go's buffer meanwhile, in order. Otherwise it
+// is handed to the worker's goroutine. Urgent calls run at once in their own goroutine, but only once this goroutine
+// reaches them; the control subject takes them without that wait (ControlCall).
 func (h *Hosted) onCall(m *nats.Msg) {
+	c, urgent := h.accept(m)
+	if c == nil {
+		return
+	}
+	switch {
+	case urgent:
+		h.admit(c, false, true)
+		h.w.SubmitUrgent(&c.Task)
+	case c.pace.short():
+		h.admit(c, true, true)
+		if h.w.RunIfIdle(&c.Task) {
+			return
+		}
+		// The worker is busy: queue the call behind its work, where ControlCancel finds it by ID.
+		h.mu.Lock()
+		if h.running == c {
+			h.running = nil
+		}
+		if !c.replied.Load() {
+			h.calls[c.CallID] = c
+		}
+		h.mu.Unlock()
+		h.w.Submit(&c.Task)
+	default:
+		h.admit(c, false, true)
+		h.w.Submit(&c.Task)
+	}
+}
+
+// onUrgentCall serves a ControlCall: a call that runs at once, beside the worker's running call, even while a call
+// runs inline and blocks the call subject.
+func (h *Hosted) onUrgentCall(m *nats.Msg) {
+	c, _ := h.accept(m)
+	if c == nil {
+		return
+	}
+	h.admit(c, false, false)
+	h.w.SubmitUrgent(&c.Task)
+}
+
+// admit registers c where ControlCancel finds it (as the inline call, or by ID), then fails it unrun if it was
+// cancelled while it waited in the call subscription's buffer (fromCallSub) or if the worker is aborting; the worker
+// still takes it, so its counters see it, and skips it.
+func (h *Hosted) admit(c *call, inline, fromCallSub bool) {
+	h.mu.Lock()
+	cancelled := fromCallSub && len(h.tombs) > 0 && h.takeTombLocked(c.CallID)
+	if inline {
+		h.running = c
+	} else {
+		h.calls[c.CallID] = c
+	}
+	h.mu.Unlock()
+	switch r := h.refusal.Load(); {
+	case cancelled:
+		c.abort()
+	case r != nil:
+		c.fail(r.errFor(c.CallID))
+	}
+}
+
+// accept reads a call message into a call, or answers it with an error and returns nil.
+func (h *Hosted) accept(m *nats.Msg) (c *call, urgent bool) {
 	start := time.Now()
-	id := m.Header.Get(codec.HeaderCallID)
+	hd := readCallHeader(m.Header)
+	id := hd.id
 	if id == "" {
 		id = nuid.Next()
 	}
-	trace := m.Header.Get(codec.HeaderTraceparent)
-	cd, err := codec.ForContentType(m.Header.Get(codec.HeaderContentType))
+	cd, err := codec.ForContentType(hd.contentType)
 	if err != nil {
 		// The caller's codec is unknown; JSON is the one a person reading the reply can decode.
-		h.reject(m, start, nil, id, trace, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
-		return
+		h.reject(m, start, nil, id, hd.trace, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
+		return nil, false
 	}
 	if len(m.Data) > h.maxCall {
-		h.reject(m, start, nil, id, trace, cd, fmt.Errorf(
+		h.reject(m, start, nil, id, hd.trace, cd, fmt.Errorf(
 			"%w: call body of %d bytes exceeds the worker's limit of %d", ErrPayloadTooLarge, len(m.Data), h.maxCall))
-		return
+		return nil, false
 	}
-	name := m.Header.Get(codec.HeaderMethod)
-	if name == "" {
-		h.reject(m, start, nil, id, trace, cd, fmt.Errorf("%w: missing %s header", ErrMalformed,
+	if hd.method == "" {
+		h.reject(m, start, nil, id, hd.trace, cd, fmt.Errorf("%w: missing %s header", ErrMalformed,
 			codec.HeaderMethod))
-		return
+		return nil, false
 	}
-	deadline, err := codec.ParseDeadline(m.Header.Get(codec.HeaderDeadline))
+	deadline, err := codec.ParseDeadline(hd.deadline)
 	if err != nil {
-		h.reject(m, start, nil, id, trace, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
-		return
+		h.reject(m, start, nil, id, hd.trace, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
+		return nil, false
 	}
-	method, err := h.w.kind.Method(name)
+	method, err := h.w.kind.Method(hd.method)
 	if err != nil {
-		h.reject(m, start, nil, id, trace, cd, err)
-		return
+		h.reject(m, start, nil, id, hd.trace, cd, err)
+		return nil, false
 	}
 	args, err := cd.DecodeArgs(m.Data, method.params)
 	if err != nil {
 		if errors.Is(err, codec.ErrMalformed) {
-			err = &MethodError{Kind: h.w.kind.name, Method: name, Err: ErrMalformed, Detail: err.Error()}
+			err = &MethodError{Kind: h.w.kind.name, Method: hd.method, Err: ErrMalformed, Detail: err.Error()}
 		} else {
 			err = method.BadArguments(err)
 		}
-		h.reject(m, start, method, id, trace, cd, err)
-		return
+		h.reject(m, start, method, id, hd.trace, cd, err)
+		return nil, false
 	}
-	c := &call{h: h, inbox: m.Reply, trace: trace, codec: cd, start: start}
+	c = &call{h: h, inbox: m.Reply, trace: hd.trace, codec: cd, start: start, pace: h.pace[method]}
 	c.Method, c.Args, c.CallID, c.Task.Reply = method, args, id, c
-	if deadline.IsZero() {
-		c.Ctx, c.Task.Cancel = context.WithCancel(context.Background())
-	} else {
+	// A method without a context cannot see a cancel or a deadline while it runs; the worker skips such a call if it
+	// was answered (cancelled) before it started, and checks a deadline before starting it, which needs a context.
+	switch {
+	case !deadline.IsZero():
 		c.Ctx, c.Task.Cancel = context.WithDeadline(context.Background(), deadline)
+	case method.hasCtx:
+		c.Ctx, c.Task.Cancel = context.WithCancel(context.Background())
 	}
 	// Only a method that takes a context can start a progress bar.
 	if m.Reply != "" && method.hasCtx {
 		c.Progress = c.progress
 	}
-	h.mu.Lock()
-	h.calls[id] = c
-	h.mu.Unlock()
-	if m.Header.Get(HeaderUrgent) != "" {
-		h.w.SubmitUrgent(&c.Task)
-		return
-	}
-	h.w.Submit(&c.Task)
+	return c, hd.urgent
 }
 
 // reject answers a call that could not be submitted; method is nil when the call named none of the kind's.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -861,6 +862,87 @@ func BenchmarkServeRoundTrip(b *testing.B) {
 		b.ReportMetric(float64(servedT.Nanoseconds())/float64(n), "served-ns/call")
 		b.ReportMetric(float64(servedT)/float64(rawT), "ratio")
 	})
+}
+
+// BenchmarkServeCall measures the worker's side of one call, from the received message to the published reply,
+// without the network: the handler runs in the benchmark's goroutine, as the call subscription would run it, and
+// the reply goes to a subject nobody listens on.
+func BenchmarkServeCall(b *testing.B) {
+	s := startServer(b, 0)
+	nc := connect(b, s)
+	h := serve(b, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	m := callMsg(subjects.Worker(h.ID()), "Process", "", args(b, 42))
+	m.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+	// A call over NATS first: the worker learns that Process is short, so the calls below run inline.
+	if got := process(b, nc, subjects.Worker(h.ID()), 42); got != 420 {
+		b.Fatalf("Process(42) = %d", got)
+	}
+	m.Reply = "bench.sink"
+	b.ReportAllocs()
+	for b.Loop() {
+		fleet.HandleCall(h, m)
+		// A run slowed down by the machine (a GC pause, a preemption) sends the next calls to the worker's
+		// goroutine; unlike a subscription, this loop would then keep the worker busy for good.
+		for h.Worker().InFlight() != 0 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// BenchmarkServePipelined keeps window calls in flight to one served worker, against a raw responder that answers
+// the same request bytes with the same reply bytes; caller, server and worker share the machine, so calls/s follow
+// the CPU time a call costs them all.
+func BenchmarkServePipelined(b *testing.B) {
+	const window = 64
+	s := startServer(b, 0)
+	wc := connect(b, s)
+	cc := connect(b, s)
+	h := serve(b, wc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	rawReply := nats.NewMsg("")
+	rawReply.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+	rawReply.Header.Set(codec.HeaderStatus, codec.StatusOK)
+	rawReply.Header.Set(codec.HeaderContentType, codec.ContentTypeMsgpack)
+	rawReply.Data = mustMarshal(b, codec.Msgpack, 420)
+	sub, err := wc.Subscribe("bench.raw", func(m *nats.Msg) { _ = m.RespondMsg(rawReply) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		b.Fatal(err)
+	}
+
+	run := func(b *testing.B, subject string) {
+		inbox := cc.NewRespInbox()
+		slots := make(chan struct{}, window)
+		rsub, err := cc.Subscribe(inbox, func(r *nats.Msg) {
+			if !bytes.Equal(r.Data, rawReply.Data) {
+				b.Errorf("reply %q", r.Data)
+			}
+			<-slots
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rsub.Unsubscribe()
+		m := callMsg(subject, "Process", "", args(b, 42))
+		m.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+		m.Reply = inbox
+		b.ReportAllocs()
+		start := time.Now()
+		for b.Loop() {
+			slots <- struct{}{}
+			if err := cc.PublishMsg(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for range window {
+			slots <- struct{}{}
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+	}
+	b.Run("raw", func(b *testing.B) { run(b, "bench.raw") })
+	b.Run("served", func(b *testing.B) { run(b, subjects.Worker(h.ID())) })
 }
 
 func TestServeControlStopTwice(t *testing.T) {

@@ -12,6 +12,13 @@ import (
 // Control message header and its values, on {prefix}.w.{workerID}.ctl.
 const (
 	HeaderControl = "Fleet-Control"
+	// ControlCall is an urgent call: it carries a call's headers (Fleet-Method, Fleet-Call-Id, Content-Type,
+	// Fleet-Deadline, traceparent) and body, and is answered on its reply subject exactly as a call on the worker's
+	// subject. It runs at once, beside the call the worker is running and ahead of its queue: client.Pool.Broadcast
+	// and health checks send control calls (a shutdown flag, a configuration refresh) this way. The worker's call
+	// subject also takes urgent calls (HeaderUrgent), but a worker runs short calls inline in the goroutine that
+	// receives them, so there an urgent call may wait for the call before it.
+	ControlCall = "call"
 	// ControlCancel cancels the call named by the Fleet-Call-Id header: its method's context is cancelled, or it is
 	// dropped if still queued. No reply.
 	ControlCancel = "cancel"
@@ -25,8 +32,10 @@ const (
 	HeaderAbort = "Fleet-Abort"
 )
 
-// HeaderUrgent on a call (any non-empty value) runs it at once, beside the call the worker is running, instead of
-// behind its queue: client.Pool.Broadcast sends control calls (a shutdown flag, a configuration refresh) this way.
+// HeaderUrgent on a call (any non-empty value) on the worker's subject runs it beside the call the worker is running,
+// instead of behind its queue, once the worker receives it: when the running call runs inline in the receiving
+// goroutine, the urgent call waits for it. A ControlCall on the control subject does not wait; callers send urgent
+// calls there.
 const HeaderUrgent = "Fleet-Urgent"
 
 // Heartbeat is published by every remote worker on {prefix}.hb.{kind}.{workerID} every heartbeat interval, and

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nuid"
 
@@ -17,6 +18,13 @@ import (
 // Replier receives the outcome of a Task. The worker calls Reply exactly once per task.
 type Replier interface {
 	Reply(t *Task, result any, err error)
+}
+
+// runTimer is implemented by a Replier that wants to know how long its task's method ran (retries included, queue
+// wait excluded): a served worker decides from it which calls are short enough to run inline. Other tasks pay no
+// clock reads.
+type runTimer interface {
+	ran(d time.Duration)
 }
 
 // Task is one call handed to a Worker. Callers usually embed it in their own call record, so that submitting a call
@@ -70,6 +78,11 @@ type Worker struct {
 	batch   []*Task            // taken by the loop; each task is claimed before it runs
 	running map[*Task]struct{} // the running calls in Concurrent mode
 	closing bool
+	inline  bool // RunIfIdle is running a call: the loop waits for it, which keeps calls one at a time and in order
+	// held counts the calls submitted (by Submit or RunIfIdle) and not yet finished; RunIfIdle runs a call only
+	// when it is 0. A call is done with before it is replied to, so the caller's next call finds the worker idle.
+	held atomic.Int64
+
 	current atomic.Pointer[Task] // the running call, one at a time
 	signal  chan struct{}
 	exited  chan struct{}
@@ -145,14 +158,53 @@ func (w *Worker) Instance() any { return w.inst.Interface() }
 // once with an error matching ErrWorkerStopped.
 func (w *Worker) Submit(t *Task) {
 	w.stats.inFlight.Add(1)
+	w.held.Add(1)
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id))
+		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id), true)
 		return
 	}
 	w.queue = append(w.queue, t)
 	w.mu.Unlock()
+	w.wake()
+}
+
+// RunIfIdle runs t in the calling goroutine, as Submit would run it, when the worker is idle: not stopping, nothing
+// queued and no call running (urgent calls aside). It reports whether it ran t; when it did not, the caller Submits
+// t instead. A caller that receives calls in order and waits for RunIfIdle before taking the next keeps the worker's
+// order: calls it Submits while one runs inline wait for it. It saves the handoff to the worker's goroutine, which
+// costs more than a short method. A Concurrent worker never runs a call inline.
+func (w *Worker) RunIfIdle(t *Task) bool {
+	if w.conc {
+		return false
+	}
+	w.mu.Lock()
+	// Calls submitted are done with, one by one, before the loop takes the next batch: a finished batch leaves the
+	// worker idle even before the loop is back in take.
+	if w.closing || w.inline || w.held.Load() != 0 {
+		w.mu.Unlock()
+		return false
+	}
+	w.inline = true
+	w.held.Add(1)
+	w.mu.Unlock()
+	w.stats.inFlight.Add(1)
+	t.claimed.Store(true)
+	w.current.Store(t)
+	w.exec(t, true)
+	w.mu.Lock()
+	w.inline = false
+	// Calls submitted meanwhile, and a Stop that waits for the loop to exit, need the loop to look again.
+	wake := len(w.queue) > 0 || w.closing
+	w.mu.Unlock()
+	if wake {
+		w.wake()
+	}
+	return true
+}
+
+func (w *Worker) wake() {
 	select {
 	case w.signal <- struct{}{}:
 	default:
@@ -167,7 +219,7 @@ func (w *Worker) SubmitUrgent(t *Task) {
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id))
+		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id), false)
 		return
 	}
 	w.calls.Add(1)
@@ -175,7 +227,7 @@ func (w *Worker) SubmitUrgent(t *Task) {
 	t.claimed.Store(true)
 	go func() {
 		defer w.calls.Done()
-		w.exec(t)
+		w.exec(t, false)
 	}()
 }
 
@@ -199,18 +251,20 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
 	w.closing = true
 	w.mu.Unlock()
-	select {
-	case w.signal <- struct{}{}:
-	default:
-	}
+	w.wake()
 	select {
 	case <-w.exited:
 		w.calls.Wait()
 		return nil
 	case <-ctx.Done():
 	}
-	w.Abort(fmt.Errorf("fleet: worker %s stopped before the call finished: %w", w.id, ctx.Err()))
+	w.Abort(w.stoppedError(ctx.Err()))
 	return ctx.Err()
+}
+
+// stoppedError is the error of the calls a Stop whose context ended with cause did not let finish.
+func (w *Worker) stoppedError(cause error) error {
+	return fmt.Errorf("fleet: worker %s stopped before the call finished: %w", w.id, cause)
 }
 
 // Abort stops the worker without waiting: queued and running calls fail with err at once and running methods have
@@ -230,7 +284,7 @@ func (w *Worker) Abort(err error) {
 	w.mu.Unlock()
 	for _, t := range queued {
 		if t.claimed.CompareAndSwap(false, true) {
-			w.finish(t, nil, err)
+			w.finish(t, nil, err, true)
 		}
 	}
 	for _, t := range running {
@@ -239,20 +293,18 @@ func (w *Worker) Abort(err error) {
 		}
 		t.reply(nil, err)
 	}
-	select {
-	case w.signal <- struct{}{}:
-	default:
-	}
+	w.wake()
 }
 
-// take waits for submitted calls and takes them all at once, so the loop pays one lock per batch, not per call.
+// take waits for submitted calls and takes them all at once, so the loop pays one lock per batch, not per call. It
+// waits while a call runs inline, and returns nil once the worker is closing with nothing queued or running inline.
 func (w *Worker) take() []*Task {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	clear(w.batch)
 	w.spare, w.batch = w.batch[:0], nil
-	for len(w.queue) == 0 {
-		if w.closing {
+	for len(w.queue) == 0 || w.inline {
+		if w.closing && len(w.queue) == 0 && !w.inline {
 			return nil
 		}
 		w.mu.Unlock()
@@ -283,26 +335,40 @@ func (w *Worker) loop() {
 				w.calls.Add(1)
 				go func() {
 					defer w.calls.Done()
-					w.exec(t)
+					w.exec(t, true)
 				}()
 				continue
 			}
 			w.current.Store(t)
-			w.exec(t)
+			w.exec(t, true)
 		}
 	}
 }
 
-func (w *Worker) exec(t *Task) {
+// exec runs t, or skips it when it was cancelled before it started. held says t counts in w.held (it was not
+// submitted urgent).
+func (w *Worker) exec(t *Task, held bool) {
+	// A task replied to before it started was cancelled; one without a context can only be skipped.
+	if t.replied.Load() {
+		w.finish(t, nil, context.Canceled, held)
+		return
+	}
 	if t.Ctx != nil && t.Ctx.Err() != nil {
-		w.finish(t, nil, t.Ctx.Err())
+		w.finish(t, nil, t.Ctx.Err(), held)
+		return
+	}
+	if rt, ok := t.Reply.(runTimer); ok {
+		start := time.Now()
+		res, err := w.Run(t)
+		rt.ran(time.Since(start))
+		w.finish(t, res, err, held)
 		return
 	}
 	res, err := w.Run(t)
-	w.finish(t, res, err)
+	w.finish(t, res, err, held)
 }
 
-func (w *Worker) finish(t *Task, res any, err error) {
+func (w *Worker) finish(t *Task, res any, err error, held bool) {
 	if w.conc {
 		w.mu.Lock()
 		delete(w.running, t)
@@ -315,6 +381,9 @@ func (w *Worker) finish(t *Task, res any, err error) {
 		w.stats.errors.Add(1)
 	}
 	w.stats.inFlight.Add(-1)
+	if held {
+		w.held.Add(-1)
+	}
 	t.reply(res, err)
 }
 
