@@ -5,3 +5,10 @@ import "github.com/nats-io/nats.go"
 // HandleCall runs a served worker's call handler on m as the call subscription would, so that benchmarks can measure
 // the worker's side of a call without the network.
 func HandleCall(h *Hosted, m *nats.Msg) { h.onCall(m) }
+
+// Short reports whether the worker would run the next call of method inline when idle: tests of inline calls wait
+// for it, since a run slowed down by a loaded machine makes a short method look long for a while.
+func Short(h *Hosted, method string) bool {
+	m, err := h.w.kind.Method(method)
+	return err == nil && h.pace[m].short()
+}
