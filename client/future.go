@@ -52,6 +52,7 @@ type remoteCall struct {
 	attempt  int                          // retries: attempts made
 	verr     *fleet.ValidationError       // retries: refused results so far
 	urgent   bool                         // Broadcast: run at once, beside the worker's current call
+	ctl      string                       // urgent: the worker's control subject
 	raw      []byte                       // the result, decoded lazily into the future's type
 	codec    codec.Codec
 }

@@ -550,8 +550,8 @@ func (h *remoteHandle) publishOne(c *call) {
 // outMsg is a reusable call message: PublishMsg encodes the message before it returns, so its struct, header map
 // and value slices serve the next call instead of being allocated for each.
 type outMsg struct {
-	msg                          nats.Msg
-	id, method, urgent, deadline [1]string
+	msg                           nats.Msg
+	id, method, control, deadline [1]string
 }
 
 var outMsgs = sync.Pool{New: func() any {
@@ -567,8 +567,10 @@ func (om *outMsg) fill(subject, reply string, c *call) *nats.Msg {
 	m.Header[codec.HeaderCallID] = om.id[:]
 	m.Header[codec.HeaderMethod] = om.method[:]
 	if c.rc.urgent {
-		om.urgent[0] = "1"
-		m.Header[fleet.HeaderUrgent] = om.urgent[:]
+		// An urgent call goes to the control subject, whose goroutine is never busy with a call.
+		m.Subject = c.rc.ctl
+		om.control[0] = fleet.ControlCall
+		m.Header[fleet.HeaderControl] = om.control[:]
 	}
 	if !c.rc.deadline.IsZero() {
 		om.deadline[0] = codec.FormatDeadline(c.rc.deadline)

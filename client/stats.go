@@ -57,12 +57,22 @@ func (p *Pool) Stats() PoolStats {
 	return s
 }
 
-// WorkerStats returns the statistics of worker i (0 ≤ i < TotalWorkers).
+// WorkerStats returns the statistics of worker i (0 ≤ i < TotalWorkers), the workers numbered in the order they
+// hold their places in the pool; a replacement takes the place of the worker it replaces when it can.
 func (p *Pool) WorkerStats(i int) (WorkerStats, error) {
 	p.mu.Lock()
+	// Worker i is the i-th live worker in slot order: slots of removed workers leave no holes in the numbering.
 	var h handle
-	if i >= 0 && i < len(p.slots) {
-		h = p.slots[i]
+	k := 0
+	for _, s := range p.slots {
+		if s == nil {
+			continue
+		}
+		if k == i {
+			h = s
+			break
+		}
+		k++
 	}
 	n := p.bal.Len()
 	var health *Health
