@@ -12,3 +12,10 @@ func Short(h *Hosted, method string) bool {
 	m, err := h.w.kind.Method(method)
 	return err == nil && h.pace[m].short()
 }
+
+// ReplyBatchOpen reports whether the worker is gathering the replies of a call batch it serves.
+func ReplyBatchOpen(h *Hosted) bool {
+	h.replies.mu.Lock()
+	defer h.replies.mu.Unlock()
+	return h.replies.isOpen
+}

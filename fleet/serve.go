@@ -111,7 +111,11 @@ type Hosted struct {
 	// delivered messages after which the call can no longer come (see tombLocked).
 	tombs   map[string]int64
 	refusal atomic.Pointer[refusal] // set once the worker aborts: calls still buffered fail unrun
-	pace    map[*Method]*pace       // read-only after Serve
+
+	pace map[*Method]*pace // read-only after Serve
+	// The call batch being served, the subscription goroutine's alone, and the replies gathered meanwhile (batch.go).
+	batch   []BatchCall
+	replies replyBatch
 
 	stopping atomic.Bool
 	stopErr  error
@@ -294,7 +298,8 @@ func (h *Hosted) Done() <-chan struct{} { return h.done }
 func (h *Hosted) Heartbeat() Heartbeat {
 	st := h.w.Stats()
 	return Heartbeat{WorkerID: h.spec.ID, Kind: h.spec.Kind, Agent: h.agent, Pool: h.spec.Pool, Index: h.spec.Index,
-		InFlight: st.InFlight, Calls: st.Calls, Interval: h.spec.HeartbeatInterval, Stopping: h.stopping.Load()}
+		InFlight: st.InFlight, Calls: st.Calls, Interval: h.spec.HeartbeatInterval, Stopping: h.stopping.Load(),
+		Batches: true}
 }
 
 // Stop stops serving: the worker leaves its subject (calls already received still run), the calls it holds finish,
@@ -562,12 +567,13 @@ func cancelledError(id string) error {
 // call is one call received over NATS: the Task it becomes and where its reply goes, in one allocation.
 type call struct {
 	Task
-	h     *Hosted
-	inbox string // reply subject; "" drops the outcome
-	trace string
-	codec codec.Codec
-	start time.Time // arrival at the worker
-	pace  *pace     // its method's
+	h       *Hosted
+	inbox   string // reply subject; "" drops the outcome
+	trace   string
+	codec   codec.Codec
+	start   time.Time // arrival at the worker
+	pace    *pace     // its method's
+	batched bool      // it came in a call batch
 }
 
 // Reply sends the call's outcome to its caller.
@@ -591,7 +597,7 @@ func (c *call) Reply(_ *Task, res any, err error) {
 		}
 		return
 	}
-	h.reply(c.inbox, c.CallID, c.trace, c.codec, res, err)
+	h.answer(c.inbox, c.CallID, c.trace, c.codec, c.batched, res, err)
 }
 
 func (c *call) ran(d time.Duration) { c.pace.observe(d) }
@@ -623,45 +629,61 @@ func (c *call) progress(p codec.Progress) {
 	}
 }
 
-// callHeader is what a call's headers say, read in one pass over the header map.
-type callHeader struct {
+// callIn is what a call says: a call message's headers and body, or an entry of a call batch.
+type callIn struct {
 	id, method, contentType, deadline, trace string
+	reply                                    string // the reply subject; "" drops the outcome
+	body                                     []byte
 	urgent                                   bool
+	batch                                    bool // the message is a call batch (HeaderBatch)
+	batched                                  bool // the call came in a batch: its reply may go in a reply batch
 }
 
-func readCallHeader(hdr nats.Header) callHeader {
-	var ch callHeader
-	for k, v := range hdr {
+// readCall reads a call message, its headers in one pass over the header map.
+func readCall(m *nats.Msg) callIn {
+	in := callIn{reply: m.Reply, body: m.Data}
+	for k, v := range m.Header {
 		if len(v) == 0 {
 			continue
 		}
 		switch k {
 		case codec.HeaderCallID:
-			ch.id = v[0]
+			in.id = v[0]
 		case codec.HeaderMethod:
-			ch.method = v[0]
+			in.method = v[0]
 		case codec.HeaderContentType:
-			ch.contentType = v[0]
+			in.contentType = v[0]
 		case codec.HeaderDeadline:
-			ch.deadline = v[0]
+			in.deadline = v[0]
 		case codec.HeaderTraceparent:
-			ch.trace = v[0]
+			in.trace = v[0]
 		case HeaderUrgent:
-			ch.urgent = v[0] != ""
+			in.urgent = v[0] != ""
+		case HeaderBatch:
+			in.batch = true
 		}
 	}
-	return ch
+	return in
 }
 
-// onCall serves the call subject. A call runs inline, in this goroutine, when the worker is idle and its method
-// typically runs within inlineBudget: the calls behind it wait in nats.go's buffer meanwhile, in order. Otherwise it
-// is handed to the worker's goroutine. Urgent calls run at once in their own goroutine, but only once this goroutine
-// reaches them; the control subject takes them without that wait (ControlCall).
+// onCall serves the call subject: one call, or a batch of them (onBatch).
 func (h *Hosted) onCall(m *nats.Msg) {
-	c, urgent := h.accept(m)
-	if c == nil {
+	start := time.Now()
+	in := readCall(m)
+	if in.batch {
+		h.onBatch(m, start)
 		return
 	}
+	if c := h.accept(&in, start); c != nil {
+		h.dispatch(c, in.urgent)
+	}
+}
+
+// dispatch runs a call received on the call subject. It runs inline, in the subscription's goroutine, when the worker
+// is idle and its method typically runs within inlineBudget: the calls behind it wait in nats.go's buffer meanwhile,
+// in order. Otherwise it is handed to the worker's goroutine. Urgent calls run at once in their own goroutine, but
+// only once this goroutine reaches them; the control subject takes them without that wait (ControlCall).
+func (h *Hosted) dispatch(c *call, urgent bool) {
 	switch {
 	case urgent:
 		h.admit(c, false, true)
@@ -690,7 +712,9 @@ func (h *Hosted) onCall(m *nats.Msg) {
 // onUrgentCall serves a ControlCall: a call that runs at once, beside the worker's running call, even while a call
 // runs inline and blocks the call subject.
 func (h *Hosted) onUrgentCall(m *nats.Msg) {
-	c, _ := h.accept(m)
+	start := time.Now()
+	in := readCall(m)
+	c := h.accept(&in, start)
 	if c == nil {
 		return
 	}
@@ -718,52 +742,49 @@ func (h *Hosted) admit(c *call, inline, fromCallSub bool) {
 	}
 }
 
-// accept reads a call message into a call, or answers it with an error and returns nil.
-func (h *Hosted) accept(m *nats.Msg) (c *call, urgent bool) {
-	start := time.Now()
-	hd := readCallHeader(m.Header)
-	id := hd.id
-	if id == "" {
-		id = nuid.Next()
+// accept reads a call into a call record, or answers it with an error and returns nil.
+func (h *Hosted) accept(in *callIn, start time.Time) *call {
+	if in.id == "" {
+		in.id = nuid.Next()
 	}
-	cd, err := codec.ForContentType(hd.contentType)
+	cd, err := codec.ForContentType(in.contentType)
 	if err != nil {
 		// The caller's codec is unknown; JSON is the one a person reading the reply can decode.
-		h.reject(m, start, nil, id, hd.trace, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
-		return nil, false
+		h.reject(in, start, nil, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
+		return nil
 	}
-	if len(m.Data) > h.maxCall {
-		h.reject(m, start, nil, id, hd.trace, cd, fmt.Errorf(
-			"%w: call body of %d bytes exceeds the worker's limit of %d", ErrPayloadTooLarge, len(m.Data), h.maxCall))
-		return nil, false
+	if len(in.body) > h.maxCall {
+		h.reject(in, start, nil, cd, fmt.Errorf("%w: call body of %d bytes exceeds the worker's limit of %d",
+			ErrPayloadTooLarge, len(in.body), h.maxCall))
+		return nil
 	}
-	if hd.method == "" {
-		h.reject(m, start, nil, id, hd.trace, cd, fmt.Errorf("%w: missing %s header", ErrMalformed,
-			codec.HeaderMethod))
-		return nil, false
+	if in.method == "" {
+		h.reject(in, start, nil, cd, fmt.Errorf("%w: missing %s header", ErrMalformed, codec.HeaderMethod))
+		return nil
 	}
-	deadline, err := codec.ParseDeadline(hd.deadline)
+	deadline, err := codec.ParseDeadline(in.deadline)
 	if err != nil {
-		h.reject(m, start, nil, id, hd.trace, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
-		return nil, false
+		h.reject(in, start, nil, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
+		return nil
 	}
-	method, err := h.w.kind.Method(hd.method)
+	method, err := h.w.kind.Method(in.method)
 	if err != nil {
-		h.reject(m, start, nil, id, hd.trace, cd, err)
-		return nil, false
+		h.reject(in, start, nil, cd, err)
+		return nil
 	}
-	args, err := cd.DecodeArgs(m.Data, method.params)
+	args, err := cd.DecodeArgs(in.body, method.params)
 	if err != nil {
 		if errors.Is(err, codec.ErrMalformed) {
-			err = &MethodError{Kind: h.w.kind.name, Method: hd.method, Err: ErrMalformed, Detail: err.Error()}
+			err = &MethodError{Kind: h.w.kind.name, Method: in.method, Err: ErrMalformed, Detail: err.Error()}
 		} else {
 			err = method.BadArguments(err)
 		}
-		h.reject(m, start, method, id, hd.trace, cd, err)
-		return nil, false
+		h.reject(in, start, method, cd, err)
+		return nil
 	}
-	c = &call{h: h, inbox: m.Reply, trace: hd.trace, codec: cd, start: start, pace: h.pace[method]}
-	c.Method, c.Args, c.CallID, c.Task.Reply = method, args, id, c
+	c := &call{h: h, inbox: in.reply, trace: in.trace, codec: cd, start: start, pace: h.pace[method],
+		batched: in.batched}
+	c.Method, c.Args, c.CallID, c.Task.Reply = method, args, in.id, c
 	// A method without a context cannot see a cancel or a deadline while it runs; the worker skips such a call if it
 	// was answered (cancelled) before it started, and checks a deadline before starting it, which needs a context.
 	switch {
@@ -773,20 +794,29 @@ func (h *Hosted) accept(m *nats.Msg) (c *call, urgent bool) {
 		c.Ctx, c.Task.Cancel = context.WithCancel(context.Background())
 	}
 	// Only a method that takes a context can start a progress bar.
-	if m.Reply != "" && method.hasCtx {
+	if in.reply != "" && method.hasCtx {
 		c.Progress = c.progress
 	}
-	return c, hd.urgent
+	return c
 }
 
 // reject answers a call that could not be submitted; method is nil when the call named none of the kind's.
-func (h *Hosted) reject(m *nats.Msg, start time.Time, method *Method, id, trace string, cd codec.Codec, err error) {
+func (h *Hosted) reject(in *callIn, start time.Time, method *Method, cd codec.Codec, err error) {
 	h.record(method, start, err)
-	if m.Reply == "" {
+	if in.reply == "" {
 		h.log.Debug("fleet: bad call without reply subject", "worker", h.spec.ID, "err", err)
 		return
 	}
-	h.reply(m.Reply, id, trace, cd, nil, err)
+	h.answer(in.reply, in.id, in.trace, cd, in.batched, nil, err)
+}
+
+// answer sends a call's outcome: into the reply batch being gathered, when the call came in a batch and one is open,
+// or in a message of its own.
+func (h *Hosted) answer(subject, id, trace string, cd codec.Codec, batched bool, res any, err error) {
+	if batched && h.replies.add(subject, res, err) {
+		return
+	}
+	h.reply(subject, id, trace, cd, res, err)
 }
 
 // reply publishes a call's result or error. The message, its headers and its body buffer are pooled.

@@ -580,7 +580,8 @@ func TestServeHeartbeats(t *testing.T) {
 	if first := snapshot()[0]; first.at.Sub(start) > interval/2 {
 		t.Errorf("first heartbeat after %v, want at once", first.at.Sub(start))
 	}
-	want := fleet.Heartbeat{WorkerID: "hb1", Kind: "SlowWorker", Agent: "a1", Pool: "p1", Index: 2, Interval: interval}
+	want := fleet.Heartbeat{WorkerID: "hb1", Kind: "SlowWorker", Agent: "a1", Pool: "p1", Index: 2, Interval: interval,
+		Batches: true}
 	if got := snapshot()[0].hb; got != want {
 		t.Errorf("heartbeat %+v, want %+v", got, want)
 	}

@@ -1,0 +1,188 @@
+package fleet
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/codec"
+)
+
+// The worker's side of call batches (HeaderBatch, wire.go). A client that has many calls waiting for one worker sends
+// them in one message; the worker serves them in order, exactly as if they had come one by one, and answers those that
+// finish while it serves the batch in one message per client inbox. Under load the fleet thus pays NATS's cost per
+// message (the server's routing, each process's reads, writes and wakeups) once per batch instead of once per call.
+
+// onBatch serves a call batch.
+func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {
+	batch := h.batch[:0]
+	err := codec.Msgpack.Unmarshal(m.Data, &batch)
+	if err == nil {
+		h.replies.open()
+		for i := range batch {
+			e := &batch[i]
+			in := callIn{id: e.ID, method: e.Method, deadline: e.Deadline, reply: e.Reply, body: e.Args, batched: true}
+			if c := h.accept(&in, start); c != nil {
+				h.dispatch(c, false)
+			}
+		}
+		h.replies.flush(h)
+	} else {
+		// No reply subject can be read: the callers learn of the loss only from their own deadlines.
+		h.log.Warn("fleet: unreadable call batch dropped", "worker", h.spec.ID, "bytes", len(m.Data), "err", err)
+	}
+	// Decoding reuses the entries, and sets only the fields an entry carries: the next batch starts from zero values.
+	clear(batch[:cap(batch)])
+	h.batch = batch[:0]
+}
+
+// replyBatch gathers the replies of batched calls while the subscription's goroutine serves a call batch, and flush
+// publishes them when the batch is done. Replies come from any goroutine (calls handed to the worker's goroutine,
+// cancels), hence the lock; only the subscription's goroutine opens and flushes.
+type replyBatch struct {
+	mu      sync.Mutex
+	isOpen  bool
+	entries []pendingReply
+	bodies  []byte // the entries' msgpack bodies, one after the other
+
+	// flush's, the subscription goroutine's alone
+	out  []BatchReply
+	msg  nats.Msg
+	n    [1]string // the Fleet-Batch header's value
+	body []byte
+}
+
+// pendingReply is a gathered reply; its subject is prefix+token.
+type pendingReply struct {
+	prefix, token, status string
+	start, end            int // of its body in replyBatch.bodies
+}
+
+// Overheads in a reply batch's size that flush counts besides tokens, statuses and bodies: the message's headers
+// and subject, and an entry's msgpack framing (a map of three one-letter keys and the string and binary headers).
+const (
+	replyBatchOverhead = 256
+	replyEntryOverhead = 24
+	// maxKeptBodies keeps one batch of huge results from pinning its buffer for good.
+	maxKeptBodies = 1 << 20
+)
+
+func (b *replyBatch) open() {
+	b.mu.Lock()
+	b.isOpen = true
+	b.mu.Unlock()
+}
+
+// add gathers a reply to subject, when a batch is open and the subject has the form {prefix}{token} that reply batches
+// need (the prefix ending with a '.'). It reports whether it did; the caller publishes the reply alone otherwise.
+func (b *replyBatch) add(subject string, res any, err error) bool {
+	i := strings.LastIndexByte(subject, '.')
+	if i < 0 || i == len(subject)-1 {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.isOpen {
+		return false
+	}
+	start := len(b.bodies)
+	status := codec.StatusOK
+	if err == nil {
+		var eerr error
+		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies, res); eerr != nil {
+			err = eerr
+		}
+	}
+	if err != nil {
+		status = codec.StatusError
+		var eerr error
+		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies[:start], EncodeError(err)); eerr != nil {
+			return false // the reply alone reports why
+		}
+	}
+	b.entries = append(b.entries, pendingReply{prefix: subject[:i+1], token: subject[i+1:], status: status,
+		start: start, end: len(b.bodies)})
+	return true
+}
+
+// flush closes the batch and publishes what it gathered: one message per client inbox, or more when the replies
+// exceed the connection's maximum payload. A reply too large for any message is answered with an error matching
+// ErrPayloadTooLarge, as a reply alone would be.
+func (b *replyBatch) flush(h *Hosted) {
+	b.mu.Lock()
+	b.isOpen = false
+	entries, bodies := b.entries, b.bodies
+	b.mu.Unlock()
+	// Until this goroutine opens the next batch, no one else touches entries or bodies.
+	limit := int(h.nc.MaxPayload()) - replyBatchOverhead
+	for first := range entries {
+		prefix := entries[first].prefix
+		if prefix == "" {
+			continue // sent with an earlier inbox's replies
+		}
+		out, size := b.out[:0], 0
+		for i := first; i < len(entries); i++ {
+			e := &entries[i]
+			if e.prefix != prefix {
+				continue
+			}
+			status, body := e.status, bodies[e.start:e.end]
+			esize := len(e.token) + len(status) + len(body) + replyEntryOverhead
+			if esize > limit {
+				var err error
+				status = codec.StatusError
+				if body, err = codec.Msgpack.Marshal(EncodeError(fmt.Errorf(
+					"%w: result of %d bytes exceeds the connection's maximum payload of %d", ErrPayloadTooLarge,
+					len(body), h.nc.MaxPayload()))); err != nil {
+					h.log.Warn("fleet: encode error reply", "worker", h.spec.ID, "err", err)
+					continue
+				}
+				esize = len(e.token) + len(status) + len(body) + replyEntryOverhead
+			}
+			if size+esize > limit && len(out) > 0 {
+				b.publish(h, prefix, out)
+				out, size = out[:0], 0
+			}
+			out = append(out, BatchReply{Token: e.token, Status: status, Body: body})
+			size += esize
+			e.prefix = ""
+		}
+		b.publish(h, prefix, out)
+		clear(out)
+		b.out = out[:0]
+	}
+	clear(entries)
+	if cap(bodies) > maxKeptBodies {
+		bodies = nil
+	}
+	b.mu.Lock()
+	b.entries, b.bodies = entries[:0], bodies[:0]
+	b.mu.Unlock()
+}
+
+// publish sends replies to the batch subject of the inbox prefix.
+func (b *replyBatch) publish(h *Hosted, prefix string, replies []BatchReply) {
+	if len(replies) == 0 {
+		return
+	}
+	var err error
+	if b.body, err = codec.Msgpack.AppendMarshal(b.body[:0], replies); err != nil {
+		h.log.Warn("fleet: encode reply batch", "worker", h.spec.ID, "err", err)
+		return
+	}
+	if b.msg.Header == nil {
+		b.msg.Header = nats.Header{HeaderBatch: b.n[:]}
+	}
+	b.msg.Subject, b.msg.Data, b.n[0] = prefix+ReplyBatchToken, b.body, strconv.Itoa(len(replies))
+	if err := h.nc.PublishMsg(&b.msg); err != nil {
+		h.log.Warn("fleet: reply batch", "worker", h.spec.ID, "subject", b.msg.Subject, "err", err)
+	}
+	b.msg.Data = nil
+	if cap(b.body) > maxKeptBodies {
+		b.body = nil
+	}
+}
