@@ -29,9 +29,12 @@
 //
 // Worker hosts one instance and runs its calls one at a time in arrival order (concurrently with
 // WorkerOptions.Concurrent). Serve puts a Worker on NATS: calls on {prefix}.w.{id} with one subscription and no
-// queue group (the caller's balancer picks the worker), control messages on {prefix}.w.{id}.ctl (cancel, stop,
-// stats, ping), heartbeats on {prefix}.hb.{kind}.{id}. Bad input (a malformed body, an unknown method, wrong
-// argument types, an oversized payload) gets an error reply and never stops the worker. StartAgent runs an agent that
+// queue group (the caller's balancer picks the worker), alone or in batches (HeaderBatch), control messages on
+// {prefix}.w.{id}.ctl (urgent calls, cancel, stop, stats, ping), heartbeats on {prefix}.hb.{kind}.{id}. A call of a
+// method that runs briefly runs in the subscription's own goroutine when the worker is idle, which spares a handoff
+// per call; longer ones go to the worker's goroutine, so the calls behind them stay cancellable. Bad input (a
+// malformed body, an unknown method, wrong argument types, an oversized payload) gets an error reply and never stops
+// the worker. StartAgent runs an agent that
 // starts workers for pools that ask ({prefix}.agent.{id}.spawn) within the capacity it offers, and standing workers
 // of a kind (Agent.Serve) that clients join with client.Attach. ServeIfChild turns a re-executed program into a
 // Process-mode worker.
