@@ -410,19 +410,21 @@ func (h *remoteHandle) send(c *call) {
 		return
 	}
 	h.inflight[c] = struct{}{}
+	backlog := len(h.inflight)
 	h.mu.Unlock()
 	if c.isDone() {
 		h.sent(c) // cancelled on its way
 		return
 	}
-	h.publish(c)
+	h.publish(c, backlog)
 }
 
-// publish sends c to the worker. Senders combine: when another goroutine is already publishing to this worker, c
-// joins the outbox and that goroutine sends it, together with whatever else piled up, as one batch message. An idle
-// pool therefore sends each call at once in a message of its own, and a busy one pays NATS's per-message cost once
-// per batch.
-func (h *remoteHandle) publish(c *call) {
+// publish sends c to the worker, which holds backlog calls (c included). A call to a worker with a short backlog goes
+// at once, in a message of its own. When a backlog builds, calls wait up to batchDelay in the handle's outbox and go
+// together as one batch message: the worker is busy with the calls before them anyway, so the wait costs no
+// throughput, and NATS's per-message cost is paid once per batch. Senders combine too: a call published while
+// another goroutine is sending to this worker joins the outbox and that goroutine sends it.
+func (h *remoteHandle) publish(c *call, backlog int) {
 	if hb := h.beat.Load(); c.rc.urgent || hb == nil || !hb.Batches {
 		h.publishOne(c)
 		return
@@ -434,12 +436,22 @@ func (h *remoteHandle) publish(c *call) {
 		return
 	}
 	h.flushing = true
+	if backlog >= batchBacklog {
+		h.outbox = append(h.outbox, c)
+		h.outMu.Unlock()
+		time.AfterFunc(batchDelay, func() { h.drain(-1) })
+		return
+	}
 	h.outMu.Unlock()
 	h.publishOne(c)
 	h.drain(maxDrainRounds)
 }
 
 const (
+	// batchBacklog is the backlog on a worker from which calls wait to travel in batches.
+	batchBacklog = 16
+	// batchDelay is how long a call waits in the outbox for others to join it.
+	batchDelay = 500 * time.Microsecond
 	// maxDrainRounds bounds how long a caller's goroutine keeps sending others' calls before a goroutine of its
 	// own takes over.
 	maxDrainRounds = 8
@@ -779,7 +791,7 @@ func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
 			return
 		}
 		if !c.isDone() {
-			rc.rh.Load().publish(c)
+			rc.rh.Load().publish(c, 0)
 		}
 	}()
 }

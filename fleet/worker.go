@@ -288,10 +288,11 @@ func (w *Worker) Abort(err error) {
 		}
 	}
 	for _, t := range running {
+		// Reply before cancelling: a method that returns ctx.Err() at once must not decide the call's error.
+		t.reply(nil, err)
 		if t.Cancel != nil {
 			t.Cancel()
 		}
-		t.reply(nil, err)
 	}
 	w.wake()
 }
