@@ -31,8 +31,10 @@ test:
 run:
 	./scripts/run.sh
 
+# cmd/bench is a module of its own (its peers are not the library's dependencies); -mod=mod lets its go.sum follow
+# the library's.
 bench:
-	$(GO) run ./cmd/bench
+	cd cmd/bench && $(GO) run -mod=mod . $(BENCHFLAGS)
 
 lint:
 	@files=$$(gofmt -l .); if [[ -n "$$files" ]]; then echo "gofmt -l lists files that need formatting:"; echo "$$files"; exit 1; fi
