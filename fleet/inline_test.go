@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +75,15 @@ func (g *Gated) Marked() []string {
 
 // Ping answers "pong".
 func (g *Gated) Ping() string { return "pong" }
+
+// Blob is n bytes, and whether the call ran inline.
+type Blob struct {
+	Data   string
+	Inline bool
+}
+
+// Blob returns n bytes.
+func (g *Gated) Blob(n int) Blob { return Blob{Data: strings.Repeat("x", n), Inline: ranInline()} }
 
 // ranInline reports whether the calling goroutine is the one nats.go delivers a subscription's messages on. The
 // buffer holds the few frames of a method's stack, and is small enough that the method stays short (under the race
