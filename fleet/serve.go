@@ -610,10 +610,11 @@ func (c *call) abort() { c.fail(cancelledError(c.CallID)) }
 // runs to its end; its result is dropped). The worker's own reply comes later and is ignored (a task is replied to
 // once); a call not yet started is skipped.
 func (c *call) fail(err error) {
+	// Reply before cancelling: a method that returns ctx.Err() at once must not decide the call's error.
+	c.Task.reply(nil, err)
 	if c.Cancel != nil {
 		c.Cancel()
 	}
-	c.Task.reply(nil, err)
 }
 
 func (c *call) progress(p codec.Progress) {
