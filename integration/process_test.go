@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/natsfleet/natsfleet/balancer"
+	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
@@ -90,4 +91,33 @@ func TestProcessModeLeastActiveAvoidsBusyWorker(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("cancel took %s to reach the worker", d)
 	}
+}
+
+func TestPipelinedCallsTravelInBatches(t *testing.T) {
+	srv := startServer(t, broker.EmbeddedOptions{})
+	nc := connect(t, srv.ClientURL())
+	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 2, Conn: nc}, 3)
+	result(t, client.Call[int](p, "Process", 1)) // the workers' heartbeats say they take batches
+	before := nc.Stats()
+	const n = 2000
+	futs := make([]*client.Future[int], n)
+	for i := range futs {
+		futs[i] = client.Call[int](p, "Process", i)
+	}
+	got, err := client.Gather(context.Background(), futs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != 3*i {
+			t.Fatalf("Process(%d) = %d", i, v)
+		}
+	}
+	after := nc.Stats()
+	sent, received := after.OutMsgs-before.OutMsgs, after.InMsgs-before.InMsgs
+	// A backlog builds at once (2000 calls, 200 slots): most calls travel in batches, and so do their replies.
+	if sent >= n/2 || received >= n/2 {
+		t.Fatalf("%d calls took %d messages out and %d in; want batches (fewer than %d each way)", n, sent, received, n/2)
+	}
+	t.Logf("%d calls: %d messages out, %d in", n, sent, received)
 }
