@@ -91,9 +91,16 @@ type Worker struct {
 	stats workerCounters
 }
 
+// workerCounters are kept apart by writer: submitted by the callers' goroutines, the rest by the worker's, so the
+// two sides do not fight over one cache line on every call. In flight is submitted minus completed.
 type workerCounters struct {
-	calls, errors, inFlight atomic.Int64
+	submitted atomic.Int64
+	_         [56]byte
+	calls     atomic.Int64 // completed
+	errors    atomic.Int64
 }
+
+func (c *workerCounters) inFlight() int64 { return c.submitted.Load() - c.calls.Load() }
 
 // WorkerStats are a worker's counters.
 type WorkerStats struct {
@@ -157,7 +164,7 @@ func (w *Worker) Instance() any { return w.inst.Interface() }
 // Submit queues t behind the calls already submitted. It never blocks. A worker that is stopping replies to t at
 // once with an error matching ErrWorkerStopped.
 func (w *Worker) Submit(t *Task) {
-	w.stats.inFlight.Add(1)
+	w.stats.submitted.Add(1)
 	w.held.Add(1)
 	w.mu.Lock()
 	if w.closing {
@@ -189,7 +196,7 @@ func (w *Worker) RunIfIdle(t *Task) bool {
 	w.inline = true
 	w.held.Add(1)
 	w.mu.Unlock()
-	w.stats.inFlight.Add(1)
+	w.stats.submitted.Add(1)
 	t.claimed.Store(true)
 	w.current.Store(t)
 	w.exec(t, true)
@@ -215,7 +222,7 @@ func (w *Worker) wake() {
 // for control methods (a shutdown flag) that must reach a busy worker. Such methods must be safe to run
 // concurrently with the others. Stop waits for them.
 func (w *Worker) SubmitUrgent(t *Task) {
-	w.stats.inFlight.Add(1)
+	w.stats.submitted.Add(1)
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
@@ -237,11 +244,11 @@ func (w *Worker) Stats() WorkerStats {
 	stopped := w.closing
 	w.mu.Unlock()
 	return WorkerStats{ID: w.id, Index: w.index, Kind: w.kind.name, Calls: w.stats.calls.Load(),
-		Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight.Load(), Stopped: stopped, PID: pid, Host: host}
+		Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight(), Stopped: stopped, PID: pid, Host: host}
 }
 
 // InFlight is the number of calls queued or running.
-func (w *Worker) InFlight() int { return int(w.stats.inFlight.Load()) }
+func (w *Worker) InFlight() int { return int(w.stats.inFlight()) }
 
 // Stop lets the calls already submitted finish, then stops the worker. When ctx ends first, calls still queued fail
 // with an error wrapping ctx's error, running calls have their context cancelled and fail the same way (a method
@@ -377,11 +384,10 @@ func (w *Worker) finish(t *Task, res any, err error, held bool) {
 	} else {
 		w.current.CompareAndSwap(t, nil)
 	}
-	w.stats.calls.Add(1)
 	if err != nil {
 		w.stats.errors.Add(1)
 	}
-	w.stats.inFlight.Add(-1)
+	w.stats.calls.Add(1)
 	if held {
 		w.held.Add(-1)
 	}
