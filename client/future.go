@@ -32,6 +32,7 @@ type call struct {
 	rc       *remoteCall // remote modes
 	ext      *callExt    // CallCtx, Gather, Wait, AsCompleted
 	mu       sync.Mutex  // guards done and ext.watchers
+	waited   atomic.Bool // doneChan or whenDone was called: completion must look at done and watchers
 	done     chan struct{}
 	argBuf   [2]reflect.Value // in-process arguments of the common short calls, without an allocation of their own
 }
@@ -99,18 +100,23 @@ func (c *call) completeRemote(cd codec.Codec, raw []byte, err error) bool {
 // resolved publishes the outcome just written and runs what waits for it.
 func (c *call) resolved() {
 	c.state.Store(callDone)
-	c.mu.Lock()
-	ch := c.done
-	var ws []func()
-	if c.ext != nil {
-		ws, c.ext.watchers = c.ext.watchers, nil
-	}
-	c.mu.Unlock()
-	if ch != nil {
-		close(ch)
-	}
-	for _, w := range ws {
-		w()
+	// Only a call someone waits on (doneChan, whenDone) has a channel to close or watchers to run; the flag spares
+	// every other call the lock. Each side writes its flag before it reads the other's, so they cannot miss each
+	// other.
+	if c.waited.Load() {
+		c.mu.Lock()
+		ch := c.done
+		var ws []func()
+		if c.ext != nil {
+			ws, c.ext.watchers = c.ext.watchers, nil
+		}
+		c.mu.Unlock()
+		if ch != nil {
+			close(ch)
+		}
+		for _, w := range ws {
+			w()
+		}
 	}
 	if c.ownCtx {
 		c.Cancel()
@@ -138,6 +144,7 @@ func (c *call) doneChan() <-chan struct{} {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.waited.Store(true)
 	if c.done == nil {
 		if c.isDone() {
 			return closedChan
@@ -150,6 +157,7 @@ func (c *call) doneChan() <-chan struct{} {
 // whenDone runs f once the call is done: at once if it already is.
 func (c *call) whenDone(f func()) {
 	c.mu.Lock()
+	c.waited.Store(true)
 	if c.isDone() {
 		c.mu.Unlock()
 		f()

@@ -53,15 +53,19 @@ type Pool struct {
 	bars   progressView // nil without ShowProgress
 	callID atomic.Uint64
 
-	mu             sync.Mutex
-	bal            *balancer.Balancer
-	slots          []handle
-	queue          callQueue
-	seq            uint64
-	direct         bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
-	counted        bool // completions are reported to the balancer (Balancer.NeedsDone)
-	stopping       atomic.Bool
-	pending        atomic.Int64 // accepted calls not completed
+	mu       sync.Mutex
+	bal      *balancer.Balancer
+	slots    []handle
+	queue    callQueue
+	seq      uint64
+	direct   bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
+	counted  bool // completions are reported to the balancer (Balancer.NeedsDone)
+	stopping atomic.Bool
+	// Accepted and completed calls are counted apart, by the callers' goroutines and by the workers' respectively, so
+	// that the two sides do not share a cache line per call; pending is their difference.
+	entered        atomic.Int64
+	_              [56]byte
+	left           atomic.Int64
 	snap           atomic.Pointer[[]handle]
 	onDemandActive int
 	onDemandTotal  uint64
@@ -210,7 +214,7 @@ func (p *Pool) publishSlotsLocked() {
 
 // enter counts an accepted call; it fails once the pool is stopping.
 func (p *Pool) enter() bool {
-	p.pending.Add(1)
+	p.entered.Add(1)
 	if p.stopping.Load() {
 		p.leave()
 		return false
@@ -218,12 +222,15 @@ func (p *Pool) enter() bool {
 	return true
 }
 
-// leave uncounts a completed call and lets Stop go on after the last one.
+// leave counts a completed call and lets Stop go on after the last one.
 func (p *Pool) leave() {
-	if p.pending.Add(-1) == 0 && p.stopping.Load() {
+	if n := p.left.Add(1); p.stopping.Load() && n == p.entered.Load() {
 		p.drainOnce.Do(func() { close(p.drained) })
 	}
 }
+
+// pending is the number of accepted calls not completed.
+func (p *Pool) pending() int64 { return p.entered.Load() - p.left.Load() }
 
 // Call calls method on one of the pool's workers with args and returns its future at once. The future's value is
 // the method's result as any; client.Call gives a typed future.
@@ -521,7 +528,7 @@ func (p *Pool) doStop(ctx context.Context) error {
 	p.mu.Lock()
 	p.stopping.Store(true)
 	p.mu.Unlock()
-	if p.pending.Load() == 0 {
+	if p.pending() == 0 {
 		p.drainOnce.Do(func() { close(p.drained) })
 	}
 	var err error

@@ -42,7 +42,7 @@ func (p *Pool) Stats() PoolStats {
 		OnDemandActive: p.onDemandActive,
 		Stopped:        p.stopping.Load(),
 		Queued:         p.queue.len(),
-		Pending:        int(p.pending.Load()),
+		Pending:        int(p.pending()),
 		LoadBalancer:   p.bal.Stats(),
 		Replaced:       p.unhealthy.Load(),
 	}
