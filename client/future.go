@@ -99,6 +99,11 @@ func (c *call) completeRemote(cd codec.Codec, raw []byte, err error) bool {
 
 // resolved publishes the outcome just written and runs what waits for it.
 func (c *call) resolved() {
+	// The pool's bookkeeping comes first, so that whoever sees the call done also sees its slot freed; the call is
+	// counted out last, so that Stop returns only when every accepted future is done.
+	if c.pool != nil {
+		c.pool.finished(c)
+	}
 	c.state.Store(callDone)
 	// Only a call someone waits on (doneChan, whenDone) has a channel to close or watchers to run; the flag spares
 	// every other call the lock. Each side writes its flag before it reads the other's, so they cannot miss each
@@ -125,11 +130,14 @@ func (c *call) resolved() {
 		c.ext.stop()
 	}
 	if c.pool != nil {
-		c.pool.finished(c)
+		c.pool.leave()
 	}
 }
 
 func (c *call) isDone() bool { return c.state.Load() == callDone }
+
+// settled reports whether the call has been completed, its outcome perhaps still being published.
+func (c *call) settled() bool { return c.state.Load() != callPending }
 
 // doneChan returns the channel closed at completion, made only when someone waits: most calls in a pipeline are
 // done before their result is asked for and never need one.

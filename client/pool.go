@@ -451,8 +451,8 @@ func (p *Pool) dispatch(h handle, c *call) {
 	h.send(c)
 }
 
-// finished is called once per accepted call when it completes: it frees the call's slot and dispatches what the
-// freed slot makes room for.
+// finished is called once per accepted call when it completes, before its outcome is published: it frees the call's
+// slot and dispatches what the freed slot makes room for. The call is counted out (leave) after publication.
 func (p *Pool) finished(c *call) {
 	if c.rc != nil {
 		if h := c.rc.rh.Load(); h != nil {
@@ -463,7 +463,6 @@ func (p *Pool) finished(c *call) {
 		if c.slot >= 0 && p.counted {
 			p.bal.Done(c.slot)
 		}
-		p.leave()
 		return
 	}
 	p.mu.Lock()
@@ -473,7 +472,6 @@ func (p *Pool) finished(c *call) {
 	}
 	next, hs := p.drainLocked()
 	p.mu.Unlock()
-	p.leave()
 	for i, n := range next {
 		p.dispatch(hs[i], n)
 	}
@@ -483,7 +481,7 @@ func (p *Pool) finished(c *call) {
 func (p *Pool) drainLocked() (next []*call, hs []handle) {
 	for p.queue.len() > 0 {
 		n := p.queue.peek()
-		if n.isDone() {
+		if n.settled() {
 			p.queue.pop()
 			continue
 		}

@@ -412,7 +412,7 @@ func (h *remoteHandle) send(c *call) {
 	h.inflight[c] = struct{}{}
 	backlog := len(h.inflight)
 	h.mu.Unlock()
-	if c.isDone() {
+	if c.settled() {
 		h.sent(c) // cancelled on its way
 		return
 	}
@@ -497,7 +497,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	entries := make([]fleet.BatchCall, 0, len(calls))
 	size := 0
 	for _, c := range calls {
-		if c.isDone() {
+		if c.settled() {
 			continue // cancelled while waiting in the outbox
 		}
 		n := be.mux.register(c)
@@ -514,7 +514,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	}
 	fail := func(err error) {
 		for _, c := range calls {
-			if !c.isDone() {
+			if !c.settled() {
 				be.mux.forget(c.rc.muxN)
 				c.complete(nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
 			}
@@ -523,7 +523,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	if int64(size) > be.nc.MaxPayload() {
 		// Too big together: send each alone, so one oversized call fails by itself.
 		for _, c := range calls {
-			if !c.isDone() {
+			if !c.settled() {
 				be.mux.forget(c.rc.muxN)
 				h.publishOne(c)
 			}
@@ -790,7 +790,7 @@ func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
 			c.complete(nil, err)
 			return
 		}
-		if !c.isDone() {
+		if !c.settled() {
 			rc.rh.Load().publish(c, 0)
 		}
 	}()
