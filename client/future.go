@@ -29,10 +29,11 @@ type call struct {
 	ownCtx   bool // Task.Ctx was made for this call and Task.Cancel cancels it
 	val      any
 	err      error
-	rc       *remoteCall // remote modes
-	ext      *callExt    // CallCtx, Gather, Wait, AsCompleted
-	mu       sync.Mutex  // guards done and ext.watchers
-	waited   atomic.Bool // doneChan or whenDone was called: completion must look at done and watchers
+	rc       *remoteCall   // remote modes
+	ext      *callExt      // CallCtx, Gather, Wait, AsCompleted
+	mu       sync.Mutex    // guards done, waiter and ext.watchers
+	waiter   chan struct{} // Result's pooled wake-up channel, when it waits alone
+	waited   atomic.Bool   // doneChan or whenDone was called: completion must look at done and watchers
 	done     chan struct{}
 	argBuf   [2]reflect.Value // in-process arguments of the common short calls, without an allocation of their own
 }
@@ -110,7 +111,8 @@ func (c *call) resolved() {
 	// other.
 	if c.waited.Load() {
 		c.mu.Lock()
-		ch := c.done
+		ch, w := c.done, c.waiter
+		c.waiter = nil
 		var ws []func()
 		if c.ext != nil {
 			ws, c.ext.watchers = c.ext.watchers, nil
@@ -118,6 +120,9 @@ func (c *call) resolved() {
 		c.mu.Unlock()
 		if ch != nil {
 			close(ch)
+		}
+		if w != nil {
+			w <- struct{}{} // buffered: never blocks
 		}
 		for _, w := range ws {
 			w()
@@ -160,6 +165,35 @@ func (c *call) doneChan() <-chan struct{} {
 		c.done = make(chan struct{})
 	}
 	return c.done
+}
+
+// waiters are reusable wake-up channels for Result, so a caller waiting on a call it alone waits for needs no new
+// channel per call (a Done channel, once closed, cannot serve again).
+var waiters = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
+
+// wait blocks until the call is done.
+func (c *call) wait() {
+	c.mu.Lock()
+	c.waited.Store(true)
+	if c.isDone() {
+		c.mu.Unlock()
+		return
+	}
+	if c.done != nil || c.waiter != nil {
+		// Someone else waits, or asked for Done: share the channel closed at completion.
+		if c.done == nil {
+			c.done = make(chan struct{})
+		}
+		ch := c.done
+		c.mu.Unlock()
+		<-ch
+		return
+	}
+	w := waiters.Get().(chan struct{})
+	c.waiter = w
+	c.mu.Unlock()
+	<-w
+	waiters.Put(w)
 }
 
 // whenDone runs f once the call is done: at once if it already is.
@@ -222,7 +256,7 @@ func (f *Future[T]) Err() error {
 func (f *Future[T]) Result(ctx context.Context) (T, error) {
 	if !f.isDone() {
 		if cd := ctx.Done(); cd == nil {
-			<-f.doneChan() // a context that never ends needs no select
+			f.wait() // a context that never ends needs no select
 		} else {
 			select {
 			case <-f.doneChan():
