@@ -89,14 +89,7 @@ func serveRaw(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) er
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		return err
 	}
-	if err := nc.Flush(); err != nil {
-		return err
-	}
-	if err := say("READY"); err != nil {
-		return err
-	}
-	untilStdinEnds()
-	return nil
+	return serveUntilParentGoes(nc, say)
 }
 
 // serveMicro runs a nats.go micro service with two endpoints: {subject}.echo answers like the raw responder,
@@ -133,14 +126,7 @@ func serveMicro(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) 
 	if err != nil {
 		return err
 	}
-	if err := nc.Flush(); err != nil {
-		return err
-	}
-	if err := say("READY"); err != nil {
-		return err
-	}
-	untilStdinEnds()
-	return nil
+	return serveUntilParentGoes(nc, say)
 }
 
 // serveAgent runs a natsfleet agent offering cfg.Capacity workers to fleet-mode pools.
@@ -433,5 +419,18 @@ func (b *bench) fleetPipelined() error {
 			return err
 		}
 	}
+	return nil
+}
+
+// serveUntilParentGoes makes sure the server has the child's subscriptions, tells the parent the child is ready, and
+// serves until the parent closes the child's stdin.
+func serveUntilParentGoes(nc *nats.Conn, say func(string, ...any) error) error {
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	if err := say("READY"); err != nil {
+		return err
+	}
+	untilStdinEnds()
 	return nil
 }
