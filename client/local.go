@@ -44,11 +44,12 @@ func (b *localBackend) prepare(c *call) error {
 	if err != nil {
 		return err
 	}
-	in, err := m.AppendArgs(c.argBuf[:0], args)
-	if err != nil {
+	if m.Exact(args) {
+		c.Values = args // the worker calls the method with them as they are
+	} else if c.Args, err = m.AppendArgs(c.argBuf[:0], args); err != nil {
 		return err
 	}
-	c.Method, c.Args = m, in
+	c.Method = m
 	c.Retry = p.retry.forMethod(c.method)
 	base := p.ctx
 	if c.ext != nil && c.ext.ctx != nil {

@@ -19,3 +19,6 @@ func ReplyBatchOpen(h *Hosted) bool {
 	defer h.replies.mu.Unlock()
 	return h.replies.isOpen
 }
+
+// Direct reports whether m is called without reflection when its arguments fit exactly.
+func Direct(m *Method) bool { return m.direct != nil }

@@ -37,6 +37,7 @@ type Method struct {
 	hasResult bool
 	hasErr    bool
 	result    reflect.Type
+	direct    directFn // nil: called through reflection only
 }
 
 var registry = struct {
@@ -160,6 +161,7 @@ func newMethod(k *Kind, rm reflect.Method) (*Method, bool) {
 	default:
 		return nil, false
 	}
+	m.direct = directFor(m)
 	return m, true
 }
 

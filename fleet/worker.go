@@ -33,7 +33,11 @@ type Task struct {
 	Ctx    context.Context    // the call's context; nil means context.Background()
 	Cancel context.CancelFunc // optional: cancels Ctx; the worker calls it when it aborts the task
 	Method *Method
+	// Args are the arguments converted to the method's parameter types. When nil, the worker uses Values: as they
+	// are when they fit the parameters exactly (Method.Exact), which spares the conversion and the reflective call,
+	// converted otherwise.
 	Args   []reflect.Value
+	Values []any
 	CallID string
 	// Progress receives the progress events of bars the method starts (fleet.Progress); nil discards them.
 	Progress func(codec.Progress)
@@ -398,21 +402,33 @@ func (w *Worker) finish(t *Task, res any, err error, held bool) {
 // uses it to run calls inline. A panic becomes a *PanicError.
 func (w *Worker) Invoke(ctx context.Context, t *Task) (res any, err error) {
 	m := t.Method
-	in := t.Args
 	defer func() {
 		if r := recover(); r != nil {
 			res, err = nil, newPanicError(r)
 		}
 	}()
+	if m.hasCtx {
+		ctx = context.WithValue(ctx, envKey{}, &callEnv{worker: w, task: t})
+	}
+	if t.Args == nil && m.Exact(t.Values) {
+		return m.direct(w.inst.UnsafePointer(), ctx, t.Values)
+	}
 	// Most methods take few arguments: their call frame is built on the stack.
 	var buf [8]reflect.Value
 	args := buf[:0]
 	args = append(args, w.inst)
 	if m.hasCtx {
-		ctx = context.WithValue(ctx, envKey{}, &callEnv{worker: w, task: t})
 		args = append(args, reflect.ValueOf(ctx))
 	}
-	out := m.fn.Call(append(args, in...))
+	if t.Args == nil {
+		var aerr error
+		if args, aerr = m.AppendArgs(args, t.Values); aerr != nil {
+			return nil, aerr
+		}
+	} else {
+		args = append(args, t.Args...)
+	}
+	out := m.fn.Call(args)
 	if m.hasErr {
 		if e := out[len(out)-1]; !e.IsNil() {
 			return nil, e.Interface().(error)
