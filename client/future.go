@@ -14,28 +14,23 @@ import (
 
 // call is one method call's record from submission to completion. It embeds the fleet.Task handed to in-process
 // workers, and is itself embedded in the Future, so a call costs one allocation for all three; what only remote or
-// CallCtx calls need lives behind pointers, to keep the common record small.
+// CallCtx calls need lives behind pointers, to keep the common record small: a pipeline of 100k calls holds 100k of
+// them. The caller's arguments are Task.Values.
 type call struct {
 	fleet.Task
 	pool     *Pool
 	method   string
-	args     []any
-	priority int
-	rank     int64  // queue order: arrival time (ns) less priority × aging
-	seq      uint64 // arrival order, for the queue
-	slot     int    // balancer slot while dispatched, -1 otherwise
-	worker   string // ID of the worker it was sent to
+	slot     int32 // balancer slot while dispatched, -1 otherwise
+	priority int32
 	state    atomic.Uint32
-	ownCtx   bool // Task.Ctx was made for this call and Task.Cancel cancels it
-	val      any
+	waited   atomic.Bool // doneChan or whenDone was called: completion must look at done and watchers
+	val      any         // the result: an in-process one, or a remote one once decoded
 	err      error
 	rc       *remoteCall   // remote modes
 	ext      *callExt      // CallCtx, Gather, Wait, AsCompleted
-	mu       sync.Mutex    // guards done, waiter and ext.watchers
+	mu       sync.Mutex    // guards done, waiter, ext.watchers and ext.stop
 	waiter   chan struct{} // Result's pooled wake-up channel, when it waits alone
-	waited   atomic.Bool   // doneChan or whenDone was called: completion must look at done and watchers
 	done     chan struct{}
-	argBuf   [2]reflect.Value // in-process arguments of the common short calls, without an allocation of their own
 }
 
 // callExt holds what few calls need.
@@ -55,8 +50,10 @@ type remoteCall struct {
 	verr     *fleet.ValidationError       // retries: refused results so far
 	urgent   bool                         // Broadcast: run at once, beside the worker's current call
 	ctl      string                       // urgent: the worker's control subject
-	raw      []byte                       // the result, decoded lazily into the future's type
+	raw      []byte                       // the result, decoded lazily into the future's type (into call.val)
 	codec    codec.Codec
+	decoded  bool  // raw has been decoded, under call.mu
+	decErr   error // why raw did not decode
 }
 
 const (
@@ -128,11 +125,17 @@ func (c *call) resolved() {
 			w()
 		}
 	}
-	if c.ownCtx {
+	if c.Cancel != nil { // set only for a context made for this call
 		c.Cancel()
 	}
-	if c.ext != nil && c.ext.stop != nil {
-		c.ext.stop()
+	if c.ext != nil {
+		c.mu.Lock()
+		stop := c.ext.stop
+		c.ext.stop = nil
+		c.mu.Unlock()
+		if stop != nil {
+			stop()
+		}
 	}
 	if c.pool != nil {
 		c.pool.leave()
@@ -230,10 +233,6 @@ type Awaitable interface {
 // Future is the pending result of a call. Its methods are safe for concurrent use.
 type Future[T any] struct {
 	call
-	// A remote result is decoded once, under call.mu, into these.
-	result  T
-	decErr  error
-	decoded bool
 }
 
 // Done is closed when the call has completed (successfully, with an error, or cancelled).
@@ -296,13 +295,18 @@ func (f *Future[T]) get() (T, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.decoded {
-		f.decoded = true
-		if err := f.rc.codec.Unmarshal(f.rc.raw, &f.result); err != nil {
-			f.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, f.result, err)
+	rc := f.rc
+	if !rc.decoded {
+		rc.decoded = true
+		var v T
+		if err := rc.codec.Unmarshal(rc.raw, &v); err != nil {
+			rc.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, v, err)
+		} else {
+			f.val = v
 		}
 	}
-	return f.result, f.decErr
+	v, _ := f.val.(T) // a nil interface result is T's zero value
+	return v, rc.decErr
 }
 
 // local reads an in-process result as T: as it is, or coerced where Go would convert without loss.

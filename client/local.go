@@ -40,14 +40,17 @@ func (b *localBackend) prepare(c *call) error {
 	if err != nil {
 		return err
 	}
-	args, err := decodeRawArgs(m, c.args)
+	args, err := decodeRawArgs(m, c.Values)
 	if err != nil {
 		return err
 	}
-	if m.Exact(args) {
-		c.Values = args // the worker calls the method with them as they are
-	} else if c.Args, err = m.AppendArgs(c.argBuf[:0], args); err != nil {
-		return err
+	c.Values = args
+	// Arguments of the very parameter types reach the method as they are; the rest are converted here, so that a
+	// wrong one fails the call before it is queued.
+	if !m.Exact(args) {
+		if c.Args, err = m.Args(args); err != nil {
+			return err
+		}
 	}
 	c.Method = m
 	c.Retry = p.retry.forMethod(c.method)
@@ -57,13 +60,11 @@ func (b *localBackend) prepare(c *call) error {
 	}
 	if m.TakesContext() {
 		c.Ctx, c.Cancel = context.WithCancel(base)
-		c.ownCtx = true
 	} else {
 		c.Ctx = base
 	}
 	if p.sink != nil {
 		c.CallID = p.id + "." + strconv.FormatUint(p.nextCallID(), 10)
-		c.Progress = func(ev codec.Progress) { p.sink(progressEvent(c, ev)) }
 	}
 	return nil
 }
@@ -94,8 +95,20 @@ func decodeRawArgs(m *fleet.Method, args []any) ([]any, error) {
 
 func (b *localBackend) close(context.Context) error { return nil }
 
-func (h localHandle) id() string                     { return h.w.ID() }
-func (h localHandle) send(c *call)                   { c.worker = h.w.ID(); h.w.Submit(&c.Task) }
+func (h localHandle) id() string { return h.w.ID() }
+func (h localHandle) send(c *call) {
+	reportTo(c, h.w)
+	h.w.Submit(&c.Task)
+}
+
+// reportTo sends the progress events of c, run by w, to its pool's sink. The worker is known only now, and only a
+// pool that shows progress pays for the closure.
+func reportTo(c *call, w *fleet.Worker) {
+	if sink := c.pool.sink; sink != nil {
+		c.Progress = func(ev codec.Progress) { sink(progressEvent(c, w.ID(), ev)) }
+	}
+}
+
 func (h localHandle) stop(ctx context.Context) error { return h.w.Stop(ctx) }
 func (h localHandle) stats() fleet.WorkerStats       { return h.w.Stats() }
 
@@ -108,9 +121,10 @@ func (p *Pool) runInline(c *call) {
 		c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 		return
 	}
-	c.slot = slot
+	c.slot = int32(slot)
 	w := p.slots[slot].(localHandle).w
 	p.mu.Unlock()
+	reportTo(c, w)
 	p.syncMu.Lock()
 	res, err := w.Run(&c.Task)
 	p.syncMu.Unlock()

@@ -167,7 +167,7 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 		}
 		c.remoteReply(cd, nil, fleet.DecodeError(e))
 	case "503":
-		c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.worker))
+		c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.rc.rh.Load().wid))
 	default:
 		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,7 +261,7 @@ type CallOptions struct {
 func CallWith[R any](p *Pool, o CallOptions, method string, args ...any) *Future[R] {
 	f := &Future[R]{}
 	p.initCall(&f.call, method, args)
-	f.priority = o.Priority
+	f.priority = int32(max(min(o.Priority, math.MaxInt32), math.MinInt32))
 	p.submit(&f.call)
 	return f
 }
@@ -270,16 +271,28 @@ func CallWith[R any](p *Pool, o CallOptions, method string, args ...any) *Future
 func CallCtx[R any](ctx context.Context, p *Pool, method string, args ...any) *Future[R] {
 	f := &Future[R]{}
 	p.initCall(&f.call, method, args)
-	if ctx.Done() != nil {
-		c := &f.call
-		if err := ctx.Err(); err != nil {
-			p.reject(c, err)
-			return f
-		}
-		c.ext = &callExt{ctx: ctx}
-		c.ext.stop = context.AfterFunc(ctx, func() { c.cancel(ctx.Err()) })
+	c := &f.call
+	if ctx.Done() == nil {
+		p.submit(c)
+		return f
 	}
-	p.submit(&f.call)
+	if err := ctx.Err(); err != nil {
+		p.reject(c, err)
+		return f
+	}
+	c.ext = &callExt{ctx: ctx}
+	p.submit(c)
+	// The watch starts once the call is accepted, so a cancel never races with its acceptance; a ctx that ended
+	// meanwhile runs the cancel at once.
+	stop := context.AfterFunc(ctx, func() { c.cancel(ctx.Err()) })
+	c.mu.Lock()
+	if c.isDone() {
+		c.mu.Unlock()
+		stop()
+		return f
+	}
+	c.ext.stop = stop
+	c.mu.Unlock()
 	return f
 }
 
@@ -333,14 +346,14 @@ func (p *Pool) sendUrgent(h handle, method string, args ...any) *Future[any] {
 }
 
 func (p *Pool) initCall(c *call, method string, args []any) {
-	c.pool, c.method, c.args, c.slot = p, method, args, -1
+	c.pool, c.method, c.Values, c.slot = p, method, args, -1
 	c.Task.Reply = c
 }
 
 // submit accepts the call: runs it inline (Sync), dispatches it, or queues it.
 func (p *Pool) submit(c *call) {
 	if p.opts.UnwrapFutures == UnwrapOn {
-		if deps := findFutures(c.args); deps != nil {
+		if deps := findFutures(c.Values); deps != nil {
 			if !p.enter() { // the call counts as accepted while it waits for its arguments
 				p.reject(c, ErrPoolStopped)
 				return
@@ -369,12 +382,12 @@ func (p *Pool) awaitArgs(c *call, deps []Awaitable) {
 			return
 		}
 	}
-	args, err := substitute(c.args)
+	args, err := substitute(c.Values)
 	if err != nil {
 		c.complete(nil, fmt.Errorf("client: argument of %s: %w", c.method, err))
 		return
 	}
-	c.args = args
+	c.Values = args
 	p.accept(c, true)
 }
 
@@ -401,14 +414,11 @@ func (p *Pool) accept(c *call, counted bool) {
 			c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 			return
 		}
-		c.slot = slot
+		c.slot = int32(slot)
 		(*p.snap.Load())[slot].send(c)
 		return
 	}
-	c.rank = time.Now().UnixNano() - int64(c.priority)*int64(p.opts.PriorityAging)
 	p.mu.Lock()
-	p.seq++
-	c.seq = p.seq
 	if p.queue.len() == 0 {
 		if h, ok := p.pickLocked(c); ok {
 			p.mu.Unlock()
@@ -421,7 +431,8 @@ func (p *Pool) accept(c *call, counted bool) {
 		c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 		return
 	}
-	p.queue.push(c)
+	p.seq++
+	p.queue.push(c, time.Now().UnixNano()-int64(c.priority)*int64(p.opts.PriorityAging), p.seq)
 	p.mu.Unlock()
 }
 
@@ -439,7 +450,7 @@ func (p *Pool) pickLocked(c *call) (handle, bool) {
 	if !ok {
 		return nil, false
 	}
-	c.slot = slot
+	c.slot = int32(slot)
 	return p.slots[slot], true
 }
 
@@ -461,13 +472,13 @@ func (p *Pool) finished(c *call) {
 	}
 	if p.direct {
 		if c.slot >= 0 && p.counted {
-			p.bal.Done(c.slot)
+			p.bal.Done(int(c.slot))
 		}
 		return
 	}
 	p.mu.Lock()
 	if c.slot >= 0 {
-		p.bal.Done(c.slot)
+		p.bal.Done(int(c.slot))
 		c.slot = -1
 	}
 	next, hs := p.drainLocked()

@@ -28,8 +28,8 @@ type ProgressEvent struct {
 	Done     bool
 }
 
-func progressEvent(c *call, ev codec.Progress) ProgressEvent {
-	return ProgressEvent{Method: c.method, CallID: c.CallID, WorkerID: c.worker, Bar: ev.Bar, Seq: ev.Seq,
+func progressEvent(c *call, worker string, ev codec.Progress) ProgressEvent {
+	return ProgressEvent{Method: c.method, CallID: c.CallID, WorkerID: worker, Bar: ev.Bar, Seq: ev.Seq,
 		Desc: ev.Desc, N: ev.N, Total: ev.Total, Done: ev.Done}
 }
 

@@ -11,16 +11,26 @@ import "container/heap"
 // While no waiting call has a priority, ranks follow arrival and the line is a plain FIFO, which costs less than
 // the heap; the first call with a priority moves the line into the heap until it empties.
 type callQueue struct {
-	fifo []*call
+	fifo []queued
 	head int
 	h    callHeap
 }
 
+// queued is a call waiting in the line. Its place lives here, not in the call record, which every call carries
+// whether it waits or not.
+type queued struct {
+	c    *call
+	rank int64  // arrival time (ns) less priority × aging
+	seq  uint64 // arrival order among equal ranks
+}
+
 func (q *callQueue) len() int { return len(q.fifo) - q.head + len(q.h) }
 
-func (q *callQueue) push(c *call) {
+// push adds c, which arrived at rank with sequence number seq.
+func (q *callQueue) push(c *call, rank int64, seq uint64) {
+	e := queued{c, rank, seq}
 	if len(q.h) == 0 && c.priority == 0 {
-		q.fifo = append(q.fifo, c)
+		q.fifo = append(q.fifo, e)
 		return
 	}
 	for _, f := range q.fifo[q.head:] {
@@ -28,15 +38,15 @@ func (q *callQueue) push(c *call) {
 	}
 	clear(q.fifo)
 	q.fifo, q.head = q.fifo[:0], 0
-	heap.Push(&q.h, c)
+	heap.Push(&q.h, e)
 }
 
 func (q *callQueue) pop() *call {
 	if len(q.h) > 0 {
-		return heap.Pop(&q.h).(*call)
+		return heap.Pop(&q.h).(queued).c
 	}
-	c := q.fifo[q.head]
-	q.fifo[q.head] = nil
+	c := q.fifo[q.head].c
+	q.fifo[q.head] = queued{}
 	q.head++
 	if q.head == len(q.fifo) {
 		q.fifo, q.head = q.fifo[:0], 0
@@ -46,12 +56,12 @@ func (q *callQueue) pop() *call {
 
 func (q *callQueue) peek() *call {
 	if len(q.h) > 0 {
-		return q.h[0]
+		return q.h[0].c
 	}
-	return q.fifo[q.head]
+	return q.fifo[q.head].c
 }
 
-type callHeap []*call
+type callHeap []queued
 
 func (h callHeap) Len() int { return len(h) }
 func (h callHeap) Less(i, j int) bool {
@@ -61,11 +71,11 @@ func (h callHeap) Less(i, j int) bool {
 	return h[i].seq < h[j].seq
 }
 func (h callHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *callHeap) Push(x any)   { *h = append(*h, x.(*call)) }
+func (h *callHeap) Push(x any)   { *h = append(*h, x.(queued)) }
 func (h *callHeap) Pop() any {
 	old := *h
-	c := old[len(old)-1]
-	old[len(old)-1] = nil
+	e := old[len(old)-1]
+	old[len(old)-1] = queued{}
 	*h = old[:len(old)-1]
-	return c
+	return e
 }

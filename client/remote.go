@@ -371,11 +371,11 @@ func (be *remoteBackend) replace(index int) {
 // prepare encodes a call's arguments for the wire.
 func (be *remoteBackend) prepare(c *call) error {
 	p := be.pool
-	args := c.args
+	args := c.Values
 	for i, a := range args {
 		if rv, ok := a.(rawValue); ok && rv.codec == codec.Msgpack {
-			if &args[0] == &c.args[0] {
-				args = append([]any(nil), c.args...)
+			if &args[0] == &c.Values[0] {
+				args = append([]any(nil), c.Values...)
 			}
 			args[i] = msgpack.RawMessage(rv.raw)
 		}
@@ -390,7 +390,7 @@ func (be *remoteBackend) prepare(c *call) error {
 	}
 	c.Retry = p.retry.forMethod(c.method)
 	if p.sink != nil {
-		c.Progress = func(ev codec.Progress) { p.sink(progressEvent(c, ev)) }
+		c.Progress = func(ev codec.Progress) { p.sink(progressEvent(c, c.rc.rh.Load().wid, ev)) }
 	}
 	return nil
 }
@@ -399,7 +399,6 @@ func (h *remoteHandle) id() string { return h.wid }
 
 func (h *remoteHandle) send(c *call) {
 	rc := c.rc
-	c.worker = h.wid
 	// The call ID stays the same across retries, so a cancel reaches whichever attempt runs.
 	c.CallID = h.be.mux.id + strconv.FormatUint(h.be.mux.ids.Add(1), 36)
 	rc.rh.Store(h) // publishes CallID to cancel
