@@ -105,8 +105,8 @@ func (m *replyMux) forget(n uint64) { m.lookup(n, true) }
 func (m *replyMux) onReply(msg *nats.Msg) {
 	tok := msg.Subject[len(m.prefix):]
 	if tok == fleet.ReplyBatchToken && msg.Header.Get(fleet.HeaderBatch) != "" {
-		var batch []fleet.BatchReply
-		if err := codec.Msgpack.Unmarshal(msg.Data, &batch); err != nil {
+		batch, err := fleet.DecodeBatchReplies(nil, msg.Data)
+		if err != nil {
 			return // the calls it answered fail when their worker is found lost
 		}
 		for _, r := range batch {

@@ -493,24 +493,28 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		return
 	}
 	be := h.be
-	entries := make([]fleet.BatchCall, 0, len(calls))
-	size := 0
+	// The body is written as the calls are registered: an array header sized for all of them, patched below when
+	// some were cancelled while they waited in the outbox. An array32 header is what the patch needs room for.
+	body := make([]byte, 5, 5+len(calls)*64)
+	n := 0
 	for _, c := range calls {
 		if c.settled() {
-			continue // cancelled while waiting in the outbox
+			continue
 		}
-		n := be.mux.register(c)
-		c.rc.muxN = n
-		e := fleet.BatchCall{ID: c.CallID, Method: c.method, Reply: be.mux.prefix + strconv.FormatUint(n, 36), Args: c.rc.body}
+		id := be.mux.register(c)
+		c.rc.muxN = id
+		e := fleet.BatchCall{ID: c.CallID, Method: c.method, Args: c.rc.body}
+		e.Reply = be.mux.prefix + strconv.FormatUint(id, 36)
 		if !c.rc.deadline.IsZero() {
 			e.Deadline = codec.FormatDeadline(c.rc.deadline)
 		}
-		entries = append(entries, e)
-		size += len(c.rc.body) + len(c.CallID) + len(c.method) + len(e.Reply) + 16
+		body = e.AppendMsgpack(body)
+		n++
 	}
-	if len(entries) == 0 {
+	if n == 0 {
 		return
 	}
+	size := len(body) + 64 // and the message's headers
 	fail := func(err error) {
 		for _, c := range calls {
 			if !c.settled() {
@@ -529,12 +533,11 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		}
 		return
 	}
-	body, err := codec.Msgpack.Marshal(entries)
-	if err != nil {
-		fail(err)
-		return
-	}
-	msg := &nats.Msg{Subject: h.subject, Header: nats.Header{fleet.HeaderBatch: []string{strconv.Itoa(len(entries))}}, Data: body}
+	var room [5]byte
+	hdr := codec.AppendArrayLen(room[:0], n)
+	body = body[5-len(hdr):]
+	copy(body, hdr)
+	msg := &nats.Msg{Subject: h.subject, Header: nats.Header{fleet.HeaderBatch: []string{strconv.Itoa(n)}}, Data: body}
 	if err := be.nc.PublishMsg(msg); err != nil {
 		fail(err)
 	}

@@ -191,6 +191,18 @@ func (msgpackCodec) DecodeArgs(data []byte, types []reflect.Type) ([]reflect.Val
 // five-byte array header could ask for gigabytes; after this check every claimed length fits in the data, because
 // each element takes at least one byte. It also caps nesting at maxDepth.
 func checkMsgpack(data []byte) error {
+	i, err := skipMsgpack(data, 0)
+	if err != nil {
+		return err
+	}
+	if i != len(data) {
+		return &malformedError{format: "msgpack", offset: i, reason: fmt.Sprintf("%d trailing bytes after the value", len(data)-i)}
+	}
+	return nil
+}
+
+// skipMsgpack walks the well-formed msgpack value that starts at data[i] and returns the offset just past it.
+func skipMsgpack(data []byte, i int) (int, error) {
 	fail := func(off int, reason string) error {
 		return &malformedError{format: "msgpack", offset: off, reason: reason}
 	}
@@ -199,7 +211,6 @@ func checkMsgpack(data []byte) error {
 	var stackBuf [32]uint64
 	stack := stackBuf[:0]
 	pending := uint64(1)
-	i := 0
 	for {
 		for pending == 0 && len(stack) > 0 {
 			pending, stack = stack[len(stack)-1], stack[:len(stack)-1]
@@ -208,7 +219,7 @@ func checkMsgpack(data []byte) error {
 			break
 		}
 		if i >= len(data) {
-			return fail(i, "unexpected end of data")
+			return i, fail(i, "unexpected end of data")
 		}
 		start := i
 		c := data[i]
@@ -225,7 +236,7 @@ func checkMsgpack(data []byte) error {
 		case c <= 0xbf: // fixstr
 			size = uint64(c & 0x1f)
 		case c == 0xc1:
-			return fail(start, "invalid code 0xc1")
+			return i, fail(start, "invalid code 0xc1")
 		case c == 0xc4 || c == 0xd9: // bin8, str8
 			lenBytes = 1
 		case c == 0xc5 || c == 0xda: // bin16, str16
@@ -255,7 +266,7 @@ func checkMsgpack(data []byte) error {
 		}
 		if lenBytes > 0 {
 			if len(data)-i < lenBytes {
-				return fail(start, "truncated length")
+				return i, fail(start, "truncated length")
 			}
 			var n uint64
 			for _, b := range data[i : i+lenBytes] {
@@ -272,22 +283,19 @@ func checkMsgpack(data []byte) error {
 			}
 		}
 		if size > uint64(len(data)-i) {
-			return fail(start, fmt.Sprintf("value of %d bytes exceeds the %d left", size, len(data)-i))
+			return i, fail(start, fmt.Sprintf("value of %d bytes exceeds the %d left", size, len(data)-i))
 		}
 		i += int(size)
 		if children > 0 {
 			if children > uint64(len(data)-i) {
-				return fail(start, fmt.Sprintf("container of %d values exceeds the %d bytes left", children, len(data)-i))
+				return i, fail(start, fmt.Sprintf("container of %d values exceeds the %d bytes left", children, len(data)-i))
 			}
 			if len(stack) >= maxDepth {
-				return fail(start, fmt.Sprintf("nesting deeper than %d", maxDepth))
+				return i, fail(start, fmt.Sprintf("nesting deeper than %d", maxDepth))
 			}
 			stack = append(stack, pending)
 			pending = children
 		}
 	}
-	if i != len(data) {
-		return fail(i, fmt.Sprintf("%d trailing bytes after the value", len(data)-i))
-	}
-	return nil
+	return i, nil
 }

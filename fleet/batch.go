@@ -19,8 +19,7 @@ import (
 
 // onBatch serves a call batch.
 func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {
-	batch := h.batch[:0]
-	err := codec.Msgpack.Unmarshal(m.Data, &batch)
+	batch, err := DecodeBatchCalls(h.batch[:0], m.Data)
 	if err == nil {
 		h.replies.open()
 		for i := range batch {
@@ -35,8 +34,7 @@ func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {
 		// No reply subject can be read: the callers learn of the loss only from their own deadlines.
 		h.log.Warn("fleet: unreadable call batch dropped", "worker", h.spec.ID, "bytes", len(m.Data), "err", err)
 	}
-	// Decoding reuses the entries, and sets only the fields an entry carries: the next batch starts from zero values.
-	clear(batch[:cap(batch)])
+	clear(batch) // the entries point into this message's data
 	h.batch = batch[:0]
 }
 
@@ -169,10 +167,9 @@ func (b *replyBatch) publish(h *Hosted, prefix string, replies []BatchReply) {
 	if len(replies) == 0 {
 		return
 	}
-	var err error
-	if b.body, err = codec.Msgpack.AppendMarshal(b.body[:0], replies); err != nil {
-		h.log.Warn("fleet: encode reply batch", "worker", h.spec.ID, "err", err)
-		return
+	b.body = codec.AppendArrayLen(b.body[:0], len(replies))
+	for i := range replies {
+		b.body = replies[i].AppendMsgpack(b.body)
 	}
 	if b.msg.Header == nil {
 		b.msg.Header = nats.Header{HeaderBatch: b.n[:]}

@@ -1,9 +1,12 @@
 package fleet
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/natsfleet/natsfleet/codec"
 )
 
 // The messages of the fleet protocol besides calls and replies (those are in package codec). Bodies are msgpack
@@ -119,4 +122,134 @@ type BatchReply struct {
 	Token  string             `msgpack:"t"` // last token of the call's reply subject
 	Status string             `msgpack:"s"` // Fleet-Status
 	Body   msgpack.RawMessage `msgpack:"b"` // the reply body, msgpack
+}
+
+// AppendMsgpack appends c's msgpack encoding to dst: the map msgpack writes for the struct, written without
+// reflection since every batched call pays for it.
+func (c *BatchCall) AppendMsgpack(dst []byte) []byte {
+	n := 4
+	if c.Deadline != "" {
+		n = 5
+	}
+	dst = codec.AppendMapLen(dst, n)
+	dst = codec.AppendString(codec.AppendString(dst, "i"), c.ID)
+	dst = codec.AppendString(codec.AppendString(dst, "m"), c.Method)
+	dst = codec.AppendString(codec.AppendString(dst, "r"), c.Reply)
+	if c.Deadline != "" {
+		dst = codec.AppendString(codec.AppendString(dst, "d"), c.Deadline)
+	}
+	return appendRaw(codec.AppendString(dst, "a"), c.Args)
+}
+
+// appendRaw appends an encoded value, or nil for none (as msgpack encodes a nil RawMessage).
+func appendRaw(dst, raw []byte) []byte {
+	if len(raw) == 0 {
+		return append(dst, 0xc0)
+	}
+	return append(dst, raw...)
+}
+
+// DecodeBatchCalls decodes the body of a call batch, appending its calls to dst. Their Args are views into data.
+// Keys it does not know are skipped, so a newer client may add some.
+func DecodeBatchCalls(dst []BatchCall, data []byte) ([]BatchCall, error) {
+	r := codec.NewReader(data)
+	n, err := r.ArrayLen()
+	for i := 0; err == nil && i < n; i++ {
+		var c BatchCall
+		err = readMap(r, func(key string) (err error) {
+			switch key {
+			case "i":
+				c.ID, err = readString(r)
+			case "m":
+				c.Method, err = readString(r)
+			case "r":
+				c.Reply, err = readString(r)
+			case "d":
+				c.Deadline, err = readString(r)
+			case "a":
+				c.Args, err = r.Raw()
+			default:
+				_, err = r.Raw()
+			}
+			return err
+		})
+		dst = append(dst, c)
+	}
+	if err == nil && r.Len() > 0 {
+		err = fmt.Errorf("fleet: %d trailing bytes after a call batch", r.Len())
+	}
+	if err != nil {
+		return dst, fmt.Errorf("fleet: decode call batch: %w", err)
+	}
+	return dst, nil
+}
+
+// AppendMsgpack appends r's msgpack encoding to dst, as BatchCall.AppendMsgpack does for calls.
+func (r *BatchReply) AppendMsgpack(dst []byte) []byte {
+	dst = codec.AppendMapLen(dst, 3)
+	dst = codec.AppendString(codec.AppendString(dst, "t"), r.Token)
+	dst = codec.AppendString(codec.AppendString(dst, "s"), r.Status)
+	return appendRaw(codec.AppendString(dst, "b"), r.Body)
+}
+
+// DecodeBatchReplies decodes the body of a reply batch, appending its replies to dst. Their bodies are views into
+// data; unknown keys are skipped.
+func DecodeBatchReplies(dst []BatchReply, data []byte) ([]BatchReply, error) {
+	r := codec.NewReader(data)
+	n, err := r.ArrayLen()
+	for i := 0; err == nil && i < n; i++ {
+		var e BatchReply
+		err = readMap(r, func(key string) (err error) {
+			switch key {
+			case "t":
+				e.Token, err = readString(r)
+			case "s":
+				var s []byte
+				if s, err = r.Str(); err == nil {
+					e.Status = status(s)
+				}
+			case "b":
+				e.Body, err = r.Raw()
+			default:
+				_, err = r.Raw()
+			}
+			return err
+		})
+		dst = append(dst, e)
+	}
+	if err == nil && r.Len() > 0 {
+		err = fmt.Errorf("fleet: %d trailing bytes after a reply batch", r.Len())
+	}
+	if err != nil {
+		return dst, fmt.Errorf("fleet: decode reply batch: %w", err)
+	}
+	return dst, nil
+}
+
+// readMap reads a map with string keys, calling value for each key to read its value.
+func readMap(r *codec.Reader, value func(key string) error) error {
+	n, err := r.MapLen()
+	for i := 0; err == nil && i < n; i++ {
+		var k []byte
+		if k, err = r.Str(); err == nil {
+			err = value(string(k))
+		}
+	}
+	return err
+}
+
+func readString(r *codec.Reader) (string, error) {
+	b, err := r.Str()
+	return string(b), err
+}
+
+// status returns the Fleet-Status s without a copy for the statuses every reply carries.
+func status(s []byte) string {
+	switch string(s) {
+	case codec.StatusOK:
+		return codec.StatusOK
+	case codec.StatusError:
+		return codec.StatusError
+	}
+	return string(s)
 }
