@@ -97,6 +97,12 @@ type Options struct {
 	// WorkerBinary is the program Process mode starts for each worker. Default: this program, re-executed (its main
 	// must call fleet.ServeIfChild first).
 	WorkerBinary string
+	// ChildMaxProcs is the GOMAXPROCS of each Process-mode worker process. Default 1: a worker runs its calls one at
+	// a time and a pool runs about one worker per CPU, so a child with a P per CPU only spends CPU looking for work
+	// its siblings could have done (Ray likewise gives a worker one CPU's threads unless told otherwise). Raise it for
+	// methods that run goroutines in parallel; -1 leaves Go's default. A GOMAXPROCS in this program's environment
+	// is passed on instead.
+	ChildMaxProcs int
 	// HeartbeatInterval is how often remote workers report; a worker silent for three intervals is lost. Default 1s.
 	HeartbeatInterval time.Duration
 	// StartTimeout bounds starting the pool's workers. Default 30s.
@@ -134,6 +140,12 @@ func (o Options) withDefaults() (Options, error) {
 	o.Mode = m
 	if o.MaxWorkers < 0 {
 		return o, fmt.Errorf("%w: MaxWorkers %d is negative", ErrInvalidOptions, o.MaxWorkers)
+	}
+	if o.ChildMaxProcs < -1 {
+		return o, fmt.Errorf("%w: ChildMaxProcs %d is below -1", ErrInvalidOptions, o.ChildMaxProcs)
+	}
+	if o.ChildMaxProcs == 0 {
+		o.ChildMaxProcs = 1
 	}
 	if o.MaxQueuedTasks < 0 {
 		return o, fmt.Errorf("%w: MaxQueuedTasks %d is negative", ErrInvalidOptions, o.MaxQueuedTasks)

@@ -142,6 +142,7 @@ func TestOptionsRejected(t *testing.T) {
 		{"unknown mode", client.Options{Mode: "threadz"}, `"threadz"`},
 		{"unknown balancer", client.Options{LoadBalancing: "fastest"}, "fastest"},
 		{"negative workers", client.Options{MaxWorkers: -1}, "MaxWorkers -1 is negative"},
+		{"child max procs", client.Options{Mode: client.Process, ChildMaxProcs: -2}, "ChildMaxProcs -2 is below -1"},
 		{"bad retry", client.Options{Retry: client.RetryConfig{Algorithm: "cubic"}}, `unknown algorithm "cubic"`},
 	}
 	for _, tt := range tests {

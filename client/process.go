@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -143,6 +144,9 @@ func (be *remoteBackend) spawnChild(spec fleet.WorkerSpec) (*childProc, error) {
 	bo.URL = be.child.url
 	cmd := exec.Command(bin)
 	cmd.Env = append(append(os.Environ(), bo.Env()...), env...)
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && p.opts.ChildMaxProcs > 0 {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(p.opts.ChildMaxProcs))
+	}
 	// A child must not outlive its parent: it gets SIGKILL when the parent dies, and it also exits when its stdin
 	// (a pipe only the parent holds) reaches end of file.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}

@@ -66,7 +66,9 @@ type remoteHandle struct {
 	stopping bool
 
 	outMu    sync.Mutex
-	flushing bool    // a goroutine is publishing to this worker
+	flushing bool // a goroutine is publishing to this worker, or flush is armed to
+	armed    bool // flush will drain the outbox
+	flush    *time.Timer
 	outbox   []*call // calls waiting for it
 	spare    []*call
 }
@@ -419,10 +421,11 @@ func (h *remoteHandle) send(c *call) {
 }
 
 // publish sends c to the worker, which holds backlog calls (c included). A call to a worker with a short backlog goes
-// at once, in a message of its own. When a backlog builds, calls wait up to batchDelay in the handle's outbox and go
-// together as one batch message: the worker is busy with the calls before them anyway, so the wait costs no
-// throughput, and NATS's per-message cost is paid once per batch. Senders combine too: a call published while
-// another goroutine is sending to this worker joins the outbox and that goroutine sends it.
+// at once, in a message of its own. When a backlog builds, calls wait in the handle's outbox and go together as one
+// batch message, as soon as the worker has answered everything it was sent (flushEarly) and at the latest after
+// batchDelay: the worker is busy with the calls before them anyway, so the wait costs no throughput, and NATS's
+// per-message cost is paid once per batch. Senders combine too: a call published while another goroutine is sending
+// to this worker joins the outbox and that goroutine sends it.
 func (h *remoteHandle) publish(c *call, backlog int) {
 	if hb := h.beat.Load(); c.rc.urgent || hb == nil || !hb.Batches {
 		h.publishOne(c)
@@ -437,8 +440,13 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 	h.flushing = true
 	if backlog >= batchBacklog {
 		h.outbox = append(h.outbox, c)
+		h.armed = true
+		if h.flush == nil {
+			h.flush = time.AfterFunc(batchDelay, h.flushArmed)
+		} else {
+			h.flush.Reset(batchDelay)
+		}
 		h.outMu.Unlock()
-		time.AfterFunc(batchDelay, func() { h.drain(-1) })
 		return
 	}
 	h.outMu.Unlock()
@@ -447,8 +455,9 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 }
 
 const (
-	// batchBacklog is the backlog on a worker from which calls wait to travel in batches.
-	batchBacklog = 16
+	// batchBacklog is the backlog on a worker from which calls wait to travel in batches: a worker with three calls
+	// to run before it reaches a new one will not miss the few hundred microseconds the new one may wait.
+	batchBacklog = 4
 	// batchDelay is how long a call waits in the outbox for others to join it.
 	batchDelay = 500 * time.Microsecond
 	// maxDrainRounds bounds how long a caller's goroutine keeps sending others' calls before a goroutine of its
@@ -457,6 +466,27 @@ const (
 	// maxBatch is the most calls one batch message carries.
 	maxBatch = 128
 )
+
+// flushArmed sends the outbox when its wait is over.
+func (h *remoteHandle) flushArmed() {
+	h.outMu.Lock()
+	h.armed = false
+	h.outMu.Unlock()
+	h.drain(-1)
+}
+
+// flushEarly sends the outbox before its wait is over when everything the worker holds is in it: the worker has
+// answered all it was sent, and would otherwise idle until the timer fires. left is the worker's backlog.
+func (h *remoteHandle) flushEarly(left int) {
+	h.outMu.Lock()
+	if !h.armed || len(h.outbox) < left || !h.flush.Stop() {
+		h.outMu.Unlock()
+		return // nothing waits, the worker still has work, or the timer is sending the outbox already
+	}
+	h.armed = false
+	h.outMu.Unlock()
+	h.drain(maxDrainRounds)
+}
 
 // drain sends what piled up in the outbox while this goroutine published, until it is empty.
 func (h *remoteHandle) drain(rounds int) {
@@ -604,8 +634,12 @@ func (om *outMsg) put() {
 func (h *remoteHandle) sent(c *call) {
 	h.mu.Lock()
 	delete(h.inflight, c)
+	left := len(h.inflight)
 	h.mu.Unlock()
 	h.be.mux.forget(c.rc.muxN)
+	if left > 0 {
+		h.flushEarly(left)
+	}
 }
 
 // cancel asks the worker to cancel c.

@@ -3,7 +3,10 @@ package integration
 import (
 	"context"
 	"errors"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +123,32 @@ func TestPipelinedCallsTravelInBatches(t *testing.T) {
 		t.Fatalf("%d calls took %d messages out and %d in; want batches (fewer than %d each way)", n, sent, received, n/2)
 	}
 	t.Logf("%d calls: %d messages out, %d in", n, sent, received)
+}
+
+// procsProbe reports the GOMAXPROCS of the process it runs in.
+type procsProbe struct{}
+
+func (*procsProbe) MaxProcs() int { return runtime.GOMAXPROCS(0) }
+
+var procsProbeKind = fleet.Register("ProcsProbe", func() *procsProbe { return &procsProbe{} })
+
+func TestProcessModeChildMaxProcs(t *testing.T) {
+	inherited, _ := strconv.Atoi(os.Getenv("GOMAXPROCS"))
+	tests := []struct {
+		set, want int
+	}{
+		{0, 1},
+		{2, 2},
+		{-1, runtime.NumCPU()},
+	}
+	for _, tc := range tests {
+		want := tc.want
+		if inherited > 0 {
+			want = inherited // this program's own setting is passed on
+		}
+		p := newPool(t, procsProbeKind, client.Options{Mode: client.Process, MaxWorkers: 1, ChildMaxProcs: tc.set})
+		if got := result(t, client.Call[int](p, "MaxProcs")); got != want {
+			t.Errorf("ChildMaxProcs %d: the child runs with GOMAXPROCS %d, want %d", tc.set, got, want)
+		}
+	}
 }
