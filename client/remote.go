@@ -455,8 +455,9 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 }
 
 const (
-	// batchBacklog is the backlog on a worker from which calls wait to travel in batches: a worker with three calls
-	// to run before it reaches a new one will not miss the few hundred microseconds the new one may wait.
+	// batchBacklog is the backlog on a worker from which calls wait to travel in batches. A waiting call leaves when
+	// the worker has answered the calls before it, which it had to run first anyway; what it loses is the hop from
+	// the worker's last reply to its own arrival, and only while the worker is this busy.
 	batchBacklog = 4
 	// batchDelay is how long a call waits in the outbox for others to join it.
 	batchDelay = 500 * time.Microsecond
