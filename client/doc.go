@@ -40,9 +40,13 @@
 // once (NATS reports no responders); calls that travel in a batch (below) learn it from the heartbeats, within three
 // intervals.
 //
-// Under load, calls to one worker travel in batches: once a worker holds 16 calls, further ones wait up to 500 µs to
-// go together in one message, and the worker answers the replies that pile up for one client in one message, so the
-// fleet pays NATS's per-message cost once per batch. An idle pool sends every call at once, alone.
+// Under load, calls to one worker travel in batches: once a worker holds 4 calls, further ones wait to go together
+// in one message, until the worker has answered everything it was sent and at most 500 µs, and the worker answers the
+// replies that pile up for one client in one message, so the fleet pays NATS's per-message cost once per batch. An
+// idle pool sends every call at once, alone.
+//
+// A Process-mode child runs with GOMAXPROCS 1 (Options.ChildMaxProcs): it runs one worker's calls one at a time, and
+// the pool runs about one child per CPU.
 //
 // # Futures
 //
