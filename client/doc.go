@@ -46,7 +46,7 @@
 // idle pool sends every call at once, alone.
 //
 // A Process-mode child runs with GOMAXPROCS 1 (Options.ChildMaxProcs): it runs one worker's calls one at a time, and
-// the pool runs about one child per CPU.
+// its siblings share the machine's CPUs. Raise it for methods that run goroutines in parallel.
 //
 // # Futures
 //

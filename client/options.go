@@ -98,10 +98,10 @@ type Options struct {
 	// must call fleet.ServeIfChild first).
 	WorkerBinary string
 	// ChildMaxProcs is the GOMAXPROCS of each Process-mode worker process. Default 1: a worker runs its calls one at
-	// a time and a pool runs about one worker per CPU, so a child with a P per CPU only spends CPU looking for work
-	// its siblings could have done (Ray likewise gives a worker one CPU's threads unless told otherwise). Raise it for
-	// methods that run goroutines in parallel; -1 leaves Go's default. A GOMAXPROCS in this program's environment
-	// is passed on instead.
+	// a time and shares the CPUs with its siblings, so a child with a P per CPU spends CPU looking for work that is
+	// not there (Ray likewise gives a worker one CPU's threads unless told otherwise). Raise it for methods that run
+	// goroutines in parallel; -1 leaves Go's default. A GOMAXPROCS in this program's environment is passed on
+	// instead.
 	ChildMaxProcs int
 	// HeartbeatInterval is how often remote workers report; a worker silent for three intervals is lost. Default 1s.
 	HeartbeatInterval time.Duration
