@@ -152,36 +152,23 @@ func appendRaw(dst, raw []byte) []byte {
 // DecodeBatchCalls decodes the body of a call batch, appending its calls to dst. Their Args are views into data.
 // Keys it does not know are skipped, so a newer client may add some.
 func DecodeBatchCalls(dst []BatchCall, data []byte) ([]BatchCall, error) {
-	r := codec.NewReader(data)
-	n, err := r.ArrayLen()
-	for i := 0; err == nil && i < n; i++ {
-		var c BatchCall
-		err = readMap(r, func(key string) (err error) {
-			switch key {
-			case "i":
-				c.ID, err = readString(r)
-			case "m":
-				c.Method, err = readString(r)
-			case "r":
-				c.Reply, err = readString(r)
-			case "d":
-				c.Deadline, err = readString(r)
-			case "a":
-				c.Args, err = r.Raw()
-			default:
-				_, err = r.Raw()
-			}
-			return err
-		})
-		dst = append(dst, c)
-	}
-	if err == nil && r.Len() > 0 {
-		err = fmt.Errorf("fleet: %d trailing bytes after a call batch", r.Len())
-	}
-	if err != nil {
-		return dst, fmt.Errorf("fleet: decode call batch: %w", err)
-	}
-	return dst, nil
+	return decodeBatch(dst, data, "call batch", func(r *codec.Reader, c *BatchCall, key string) (err error) {
+		switch key {
+		case "i":
+			c.ID, err = readString(r)
+		case "m":
+			c.Method, err = readString(r)
+		case "r":
+			c.Reply, err = readString(r)
+		case "d":
+			c.Deadline, err = readString(r)
+		case "a":
+			c.Args, err = r.Raw()
+		default:
+			_, err = r.Raw()
+		}
+		return err
+	})
 }
 
 // AppendMsgpack appends r's msgpack encoding to dst, as BatchCall.AppendMsgpack does for calls.
@@ -195,47 +182,48 @@ func (r *BatchReply) AppendMsgpack(dst []byte) []byte {
 // DecodeBatchReplies decodes the body of a reply batch, appending its replies to dst. Their bodies are views into
 // data; unknown keys are skipped.
 func DecodeBatchReplies(dst []BatchReply, data []byte) ([]BatchReply, error) {
+	return decodeBatch(dst, data, "reply batch", func(r *codec.Reader, e *BatchReply, key string) (err error) {
+		switch key {
+		case "t":
+			e.Token, err = readString(r)
+		case "s":
+			var s []byte
+			if s, err = r.Str(); err == nil {
+				e.Status = status(s)
+			}
+		case "b":
+			e.Body, err = r.Raw()
+		default:
+			_, err = r.Raw()
+		}
+		return err
+	})
+}
+
+// decodeBatch decodes an array of maps with string keys, appending an entry per map to dst; field reads the value of
+// a key into the entry.
+func decodeBatch[T any](dst []T, data []byte, what string, field func(r *codec.Reader, e *T, key string) error) ([]T, error) {
 	r := codec.NewReader(data)
 	n, err := r.ArrayLen()
 	for i := 0; err == nil && i < n; i++ {
-		var e BatchReply
-		err = readMap(r, func(key string) (err error) {
-			switch key {
-			case "t":
-				e.Token, err = readString(r)
-			case "s":
-				var s []byte
-				if s, err = r.Str(); err == nil {
-					e.Status = status(s)
-				}
-			case "b":
-				e.Body, err = r.Raw()
-			default:
-				_, err = r.Raw()
+		var e T
+		var pairs int
+		pairs, err = r.MapLen()
+		for j := 0; err == nil && j < pairs; j++ {
+			var k []byte
+			if k, err = r.Str(); err == nil {
+				err = field(r, &e, string(k))
 			}
-			return err
-		})
+		}
 		dst = append(dst, e)
 	}
 	if err == nil && r.Len() > 0 {
-		err = fmt.Errorf("fleet: %d trailing bytes after a reply batch", r.Len())
+		err = fmt.Errorf("%d trailing bytes", r.Len())
 	}
 	if err != nil {
-		return dst, fmt.Errorf("fleet: decode reply batch: %w", err)
+		return dst, fmt.Errorf("fleet: decode %s: %w", what, err)
 	}
 	return dst, nil
-}
-
-// readMap reads a map with string keys, calling value for each key to read its value.
-func readMap(r *codec.Reader, value func(key string) error) error {
-	n, err := r.MapLen()
-	for i := 0; err == nil && i < n; i++ {
-		var k []byte
-		if k, err = r.Str(); err == nil {
-			err = value(string(k))
-		}
-	}
-	return err
 }
 
 func readString(r *codec.Reader) (string, error) {
