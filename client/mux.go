@@ -25,6 +25,8 @@ type replyMux struct {
 	ids    atomic.Uint64 // call ID counters
 	shards [muxShards]muxShard
 	refs   int // guarded by muxes
+	// batch holds the entries of the reply batch being delivered; only the subscription's goroutine touches it.
+	batch []fleet.BatchReply
 }
 
 const muxShards = 64
@@ -105,15 +107,16 @@ func (m *replyMux) forget(n uint64) { m.lookup(n, true) }
 func (m *replyMux) onReply(msg *nats.Msg) {
 	tok := msg.Subject[len(m.prefix):]
 	if tok == fleet.ReplyBatchToken && msg.Header.Get(fleet.HeaderBatch) != "" {
-		batch, err := fleet.DecodeBatchReplies(nil, msg.Data)
-		if err != nil {
-			return // the calls it answered fail when their worker is found lost
-		}
-		for _, r := range batch {
-			if n, err := strconv.ParseUint(r.Token, 36, 64); err == nil {
-				m.deliver(n, r.Status, codec.Msgpack, r.Body)
+		batch, err := fleet.DecodeBatchReplies(m.batch[:0], msg.Data)
+		if err == nil {
+			for _, r := range batch {
+				if n, err := strconv.ParseUint(r.Token, 36, 64); err == nil {
+					m.deliver(n, r.Status, codec.Msgpack, r.Body)
+				}
 			}
-		}
+		} // else the calls it answered fail when their worker is found lost
+		clear(batch) // the bodies belong to the calls now
+		m.batch = batch[:0]
 		return
 	}
 	n, err := strconv.ParseUint(tok, 36, 64)

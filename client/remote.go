@@ -526,7 +526,15 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	be := h.be
 	// The body is written as the calls are registered: an array header sized for all of them, patched below when
 	// some were cancelled while they waited in the outbox. An array32 header is what the patch needs room for.
-	body := make([]byte, 5, 5+len(calls)*64)
+	need := 5
+	for _, c := range calls {
+		// An entry: the map header, four keys, string headers of up to 5 bytes, and at most 13 digits of reply token.
+		need += 30 + len(c.CallID) + len(c.method) + len(be.mux.prefix) + 13 + len(c.rc.body)
+		if !c.rc.deadline.IsZero() {
+			need += 8 + len(time.RFC3339Nano)
+		}
+	}
+	body := make([]byte, 5, need)
 	n := 0
 	for _, c := range calls {
 		if c.settled() {
