@@ -41,8 +41,8 @@
 // intervals.
 //
 // Under load, calls to one worker travel in batches: once a worker holds 4 calls, further ones wait to go together
-// in one message, until the worker has answered everything it was sent and at most 500 µs, and the worker answers the
-// replies that pile up for one client in one message, so the fleet pays NATS's per-message cost once per batch. An
+// in one message, until 32 of them wait or the worker has answered everything it was sent, and at most 500 µs; the
+// worker answers them in messages of up to 32 replies, so the fleet pays NATS's per-message cost once per batch. An
 // idle pool sends every call at once, alone.
 //
 // A Process-mode child runs with GOMAXPROCS 1 (Options.ChildMaxProcs): it runs one worker's calls one at a time, and

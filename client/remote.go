@@ -422,8 +422,8 @@ func (h *remoteHandle) send(c *call) {
 
 // publish sends c to the worker, which holds backlog calls (c included). A call to a worker with a short backlog goes
 // at once, in a message of its own. When a backlog builds, calls wait in the handle's outbox and go together as one
-// batch message, as soon as the worker has answered everything it was sent (flushEarly) and at the latest after
-// batchDelay: the worker is busy with the calls before them anyway, so the wait costs no throughput, and NATS's
+// batch message, as soon as batchChunk calls wait or the worker has answered everything it was sent (flushEarly), and
+// at the latest after batchDelay: the worker is busy with the calls before them anyway, so the wait costs no throughput, and NATS's
 // per-message cost is paid once per batch. Senders combine too: a call published while another goroutine is sending
 // to this worker joins the outbox and that goroutine sends it.
 func (h *remoteHandle) publish(c *call, backlog int) {
@@ -434,6 +434,11 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 	h.outMu.Lock()
 	if h.flushing {
 		h.outbox = append(h.outbox, c)
+		if len(h.outbox) == batchChunk {
+			h.outMu.Unlock()
+			h.flushEarly(backlog)
+			return
+		}
 		h.outMu.Unlock()
 		return
 	}
@@ -464,6 +469,8 @@ const (
 	// maxDrainRounds bounds how long a caller's goroutine keeps sending others' calls before a goroutine of its
 	// own takes over.
 	maxDrainRounds = 8
+	// batchChunk is how many waiting calls make a batch worth sending before the worker has answered all it holds.
+	batchChunk = 32
 	// maxBatch is the most calls one batch message carries.
 	maxBatch = 128
 )
@@ -476,11 +483,12 @@ func (h *remoteHandle) flushArmed() {
 	h.drain(-1)
 }
 
-// flushEarly sends the outbox before its wait is over when everything the worker holds is in it: the worker has
-// answered all it was sent, and would otherwise idle until the timer fires. left is the worker's backlog.
+// flushEarly sends the outbox before its wait is over when a batch's worth waits in it, or everything the worker
+// holds does (the worker has answered all it was sent, and would otherwise idle until the timer fires). left is the
+// worker's backlog.
 func (h *remoteHandle) flushEarly(left int) {
 	h.outMu.Lock()
-	if !h.armed || len(h.outbox) < left || !h.flush.Stop() {
+	if !h.armed || len(h.outbox) < left && len(h.outbox) < batchChunk || !h.flush.Stop() {
 		h.outMu.Unlock()
 		return // nothing waits, the worker still has work, or the timer is sending the outbox already
 	}

@@ -14,7 +14,8 @@ import (
 
 // The worker's side of call batches (HeaderBatch, wire.go). A client that has many calls waiting for one worker sends
 // them in one message; the worker serves them in order, exactly as if they had come one by one, and answers those that
-// finish while it serves the batch in one message per client inbox. Under load the fleet thus pays NATS's cost per
+// finish while it serves the batch in one message per client inbox and per replyChunk calls, so that a client hears
+// of the first calls of a long batch, and sends more, while the worker serves the rest. Under load the fleet thus pays NATS's cost per
 // message (the server's routing, each process's reads, writes and wakeups) once per batch instead of once per call.
 
 // onBatch serves a call batch.
@@ -27,6 +28,10 @@ func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {
 			in := callIn{id: e.ID, method: e.Method, deadline: e.Deadline, reply: e.Reply, body: e.Args, batched: true}
 			if c := h.accept(&in, start); c != nil {
 				h.dispatch(c, false)
+			}
+			if i%replyChunk == replyChunk-1 && i < len(batch)-1 {
+				h.replies.flush(h)
+				h.replies.open()
 			}
 		}
 		h.replies.flush(h)
@@ -63,6 +68,8 @@ type pendingReply struct {
 // Overheads in a reply batch's size that flush counts besides tokens, statuses and bodies: the message's headers
 // and subject, and an entry's msgpack framing (a map of three one-letter keys and the string and binary headers).
 const (
+	// replyChunk is how many calls of a batch the worker serves before it sends the replies gathered so far.
+	replyChunk         = 32
 	replyBatchOverhead = 256
 	replyEntryOverhead = 24
 	// maxKeptBodies keeps one batch of huge results from pinning its buffer for good.

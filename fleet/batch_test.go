@@ -186,6 +186,49 @@ func TestServeBatch(t *testing.T) {
 	}
 }
 
+// A long batch is answered in chunks: the caller gets the first replies, and can send more calls, while the worker
+// serves the rest.
+func TestServeBatchRepliesInChunks(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, 0)
+	nc := connect(t, s)
+	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	warmUp(t, nc, h, "Mark", "warm")
+	prefix := nc.NewInbox() + "."
+	rs := collectBatches(t, nc, prefix)
+	const n = 2*fleet.ReplyChunk + 6
+	calls := make([]fleet.BatchCall, n)
+	for i := range calls {
+		calls[i] = entry(t, prefix, strconv.Itoa(i), "Mark", strconv.Itoa(i))
+	}
+	if err := nc.PublishMsg(batchMsg(t, h, calls)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "every reply", func() bool {
+		got, _ := rs.outcomes(t, prefix)
+		return len(got) == n
+	})
+	_, batched := rs.outcomes(t, prefix)
+	inBatches := 0
+	for _, b := range batched {
+		if b {
+			inBatches++
+		}
+	}
+	msgs := rs.batches.snapshot()
+	for _, m := range msgs {
+		if k, _ := strconv.Atoi(m.Header.Get(fleet.HeaderBatch)); k > fleet.ReplyChunk {
+			t.Errorf("a reply batch carries %d replies, more than a chunk of %d", k, fleet.ReplyChunk)
+		}
+	}
+	if want := (inBatches + fleet.ReplyChunk - 1) / fleet.ReplyChunk; len(msgs) < want {
+		t.Errorf("%d batched replies came in %d messages, want at least %d", inBatches, len(msgs), want)
+	}
+	if inBatches <= fleet.ReplyChunk {
+		t.Logf("only %d of %d calls were answered in batches (the machine is slow)", inBatches, n)
+	}
+}
+
 // Replies too many for one message go in several; one too large for any message gets an error.
 func TestServeBatchRepliesOverMaxPayload(t *testing.T) {
 	t.Parallel()

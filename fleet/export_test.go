@@ -22,3 +22,6 @@ func ReplyBatchOpen(h *Hosted) bool {
 
 // Direct reports whether m is called without reflection when its arguments fit exactly.
 func Direct(m *Method) bool { return m.direct != nil }
+
+// ReplyChunk is how many calls of a batch a worker serves before it sends the replies gathered so far.
+const ReplyChunk = replyChunk
