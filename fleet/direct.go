@@ -4,6 +4,8 @@ import (
 	"context"
 	"reflect"
 	"unsafe"
+
+	"github.com/natsfleet/natsfleet/codec"
 )
 
 // Calling a method through reflect.Value.Call costs a slice of results, a boxed copy of each, and a lookup of the
@@ -29,6 +31,10 @@ type directKey struct {
 // directs are the shapes called without reflection, each with what builds its caller from a method's func value.
 var directs = make(map[directKey]func(fv unsafe.Pointer) directFn)
 
+// argDecoders decode a msgpack arguments array of one value of a direct parameter type, without reflection. They
+// report false for anything else; the reflective decoding then runs, and names the error.
+var argDecoders = make(map[reflect.Type]func(body []byte) (any, bool))
+
 // none stands for "no parameter" or "no result" in the tables below.
 type none struct{}
 
@@ -44,6 +50,10 @@ func init() {
 }
 
 func withParam[A any]() {
+	if t := typeOf[A](); t != nil && t != anyType {
+		// An interface{} parameter is left to the reflective decoder, which picks the Go type of each msgpack value.
+		argDecoders[t] = decodeArg[A]
+	}
 	shape[A, none]()
 	shape[A, int]()
 	shape[A, int64]()
@@ -160,6 +170,23 @@ func shape[A, R any]() {
 	}
 }
 
+// decodeArg decodes body, a msgpack array of one A.
+func decodeArg[A any](body []byte) (any, bool) {
+	r := codec.NewReader(body)
+	if n, err := r.ArrayLen(); err != nil || n != 1 {
+		return nil, false
+	}
+	raw, err := r.Raw()
+	if err != nil || r.Len() != 0 {
+		return nil, false
+	}
+	var a A
+	if codec.Msgpack.Unmarshal(raw, &a) != nil {
+		return nil, false
+	}
+	return a, true
+}
+
 // result drops the value of a failed call, as the reflective path does.
 func result[R any](v R, err error) (any, error) {
 	if err != nil {
@@ -180,6 +207,9 @@ func directFor(m *Method) directFn {
 	mk := directs[k]
 	if mk == nil {
 		return nil
+	}
+	if k.in != nil {
+		m.decodeArg = argDecoders[k.in]
 	}
 	fv := m.fn.Interface() // a func(*T, ...): its data word is the func value
 	return mk((*[2]unsafe.Pointer)(unsafe.Pointer(&fv))[1])
@@ -209,3 +239,12 @@ var (
 	anyType   = reflect.TypeFor[any]()
 	bytesType = reflect.TypeFor[[]byte]()
 )
+
+// directArg decodes the one argument of a call to a direct method, when its body is msgpack and the value decodes
+// as the parameter's type.
+func directArg(m *Method, cd codec.Codec, body []byte) (any, bool) {
+	if m.decodeArg == nil || cd != codec.Msgpack {
+		return nil, false
+	}
+	return m.decodeArg(body)
+}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
 )
 
@@ -254,6 +255,58 @@ func TestDirectWrappers(t *testing.T) {
 		}
 		if err := w.Stop(context.Background()); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestDirectArgDecoding: a served worker decodes the argument of a direct method without reflection, to the very
+// value the reflective decoder gives, and leaves to that decoder every body it cannot decode.
+func TestDirectArgDecoding(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		method string
+		args   []any
+		ok     bool
+	}{
+		{"Double", []any{7}, true},
+		{"Double", []any{int8(-3)}, true},
+		{"Double", []any{uint64(1 << 40)}, true},
+		{"Wide", []any{int64(-1) << 50}, true},
+		{"Div", []any{0.5}, true},
+		{"Div", []any{float32(1.5)}, true},
+		{"Div", []any{3}, true}, // an integer for a float64 parameter, as the reflective decoder accepts it
+		{"Flip", []any{true}, true},
+		{"Upper", []any{"héllo"}, true},
+		{"Len", []any{[]byte{1, 2, 3}}, true},
+		{"Len", []any{nil}, true},
+		{"Double", []any{"7"}, false},
+		{"Double", []any{1, 2}, false},
+		{"Double", []any{}, false},
+		{"Upper", []any{[]int{1}}, false},
+		{"Echo", []any{1}, false}, // interface{} parameters stay with the reflective decoder
+		{"Add", []any{1, 2}, false},
+		{"Touch", []any{}, false},
+	}
+	for _, tc := range tests {
+		m, err := shapesKind.Method(tc.method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := codec.Msgpack.AppendArgs(nil, tc.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := fleet.DirectArg(m, codec.Msgpack, body)
+		want, werr := codec.Msgpack.DecodeArgs(body, m.Params())
+		if ok != tc.ok {
+			t.Errorf("%s%v: decoded directly %v, want %v (reflective decoding: %v)", tc.method, tc.args, ok, tc.ok, werr)
+			continue
+		}
+		if ok && (werr != nil || !reflect.DeepEqual(got, want[0].Interface())) {
+			t.Errorf("%s%v: direct %#v, reflective %v, %v", tc.method, tc.args, got, want, werr)
+		}
+		if _, ok := fleet.DirectArg(m, codec.JSON, body); ok {
+			t.Errorf("%s%v: decoded a JSON call directly", tc.method, tc.args)
 		}
 	}
 }

@@ -1,6 +1,10 @@
 package fleet
 
-import "github.com/nats-io/nats.go"
+import (
+	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/codec"
+)
 
 // HandleCall runs a served worker's call handler on m as the call subscription would, so that benchmarks can measure
 // the worker's side of a call without the network.
@@ -25,3 +29,6 @@ func Direct(m *Method) bool { return m.direct != nil }
 
 // ReplyChunk is how many calls of a batch a worker serves before it sends the replies gathered so far.
 const ReplyChunk = replyChunk
+
+// DirectArg decodes the one argument of a call to m as a served worker does before it calls m directly.
+func DirectArg(m *Method, cd codec.Codec, body []byte) (any, bool) { return directArg(m, cd, body) }

@@ -38,6 +38,8 @@ type Method struct {
 	hasErr    bool
 	result    reflect.Type
 	direct    directFn // nil: called through reflection only
+	// decodeArg decodes the msgpack arguments of a direct method of one parameter; nil: only DecodeArgs does.
+	decodeArg func(body []byte) (any, bool)
 }
 
 var registry = struct {

@@ -574,6 +574,7 @@ type call struct {
 	start   time.Time // arrival at the worker
 	pace    *pace     // its method's
 	batched bool      // it came in a call batch
+	arg     [1]any    // Task.Values of a method called directly
 }
 
 // Reply sends the call's outcome to its caller.
@@ -773,8 +774,13 @@ func (h *Hosted) accept(in *callIn, start time.Time) *call {
 		h.reject(in, start, nil, cd, err)
 		return nil
 	}
-	args, err := cd.DecodeArgs(in.body, method.params)
-	if err != nil {
+	c := &call{h: h, inbox: in.reply, trace: in.trace, codec: cd, start: start, pace: h.pace[method],
+		batched: in.batched}
+	c.Method, c.CallID, c.Task.Reply = method, in.id, c
+	if a, ok := directArg(method, cd, in.body); ok {
+		c.arg[0] = a
+		c.Values = c.arg[:]
+	} else if c.Args, err = cd.DecodeArgs(in.body, method.params); err != nil {
 		if errors.Is(err, codec.ErrMalformed) {
 			err = &MethodError{Kind: h.w.kind.name, Method: in.method, Err: ErrMalformed, Detail: err.Error()}
 		} else {
@@ -783,9 +789,6 @@ func (h *Hosted) accept(in *callIn, start time.Time) *call {
 		h.reject(in, start, method, cd, err)
 		return nil
 	}
-	c := &call{h: h, inbox: in.reply, trace: in.trace, codec: cd, start: start, pace: h.pace[method],
-		batched: in.batched}
-	c.Method, c.Args, c.CallID, c.Task.Reply = method, args, in.id, c
 	// A method without a context cannot see a cancel or a deadline while it runs; the worker skips such a call if it
 	// was answered (cancelled) before it started, and checks a deadline before starting it, which needs a context.
 	switch {
