@@ -17,8 +17,8 @@
 // callable; methods are resolved once, at registration. Arguments arrive as the method's own parameter types: an int
 // parameter gets an int, a struct its struct. Methods of the common shapes (at most one parameter, and a result, each
 // an int, int64, float64, bool, string, []byte or any) are called without reflection when the arguments already have
-// the parameter's type, as in-process pools pass them; the rest go through reflect.Value.Call. A panic in a method
-// becomes that call's *PanicError and the worker keeps serving.
+// the parameter's type, as in-process pools pass them and served workers decode msgpack ones; the rest go through
+// reflect.Value.Call. A panic in a method becomes that call's *PanicError and the worker keeps serving.
 //
 // # The method's context
 //
