@@ -45,15 +45,22 @@ type remoteCall struct {
 	body     []byte                       // encoded arguments
 	rh       atomic.Pointer[remoteHandle] // the worker it was sent to
 	muxN     uint64                       // its reply mux entry
-	deadline time.Time                    // sent as Fleet-Deadline
-	attempt  int                          // retries: attempts made
+	deadline int64                        // sent as Fleet-Deadline: Unix nanoseconds, 0 for none
 	verr     *fleet.ValidationError       // retries: refused results so far
-	urgent   bool                         // Broadcast: run at once, beside the worker's current call
-	ctl      string                       // urgent: the worker's control subject
 	raw      []byte                       // the result, decoded lazily into the future's type (into call.val)
 	codec    codec.Codec
-	decoded  bool  // raw has been decoded, under call.mu
 	decErr   error // why raw did not decode
+	attempt  int32 // retries: attempts made
+	urgent   bool  // Broadcast: run at once, beside the worker's current call, on its control subject
+	decoded  bool  // raw has been decoded, under call.mu
+}
+
+// deadlineHeader is the call's Fleet-Deadline value; "" for none.
+func (rc *remoteCall) deadlineHeader() string {
+	if rc.deadline == 0 {
+		return ""
+	}
+	return codec.FormatDeadline(time.Unix(0, rc.deadline))
 }
 
 const (

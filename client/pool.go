@@ -339,7 +339,7 @@ func (p *Pool) sendUrgent(h handle, method string, args ...any) *Future[any] {
 		}
 		h.w.SubmitUrgent(&c.Task)
 	case *remoteHandle:
-		c.rc.urgent, c.rc.ctl = true, h.be.subj.Control(h.wid)
+		c.rc.urgent = true
 		h.send(c)
 	}
 	return f

@@ -71,6 +71,11 @@ type remoteHandle struct {
 	flush    *time.Timer
 	outbox   []*call // calls waiting for it
 	spare    []*call
+
+	// The sender's (flushing's) alone: a batch message and its body, reused since nats.go copies what it publishes.
+	batchMsg  nats.Msg
+	batchN    [1]string
+	batchBody []byte
 }
 
 func newRemoteBackend(ctx context.Context, p *Pool, args []any, attach bool) (*remoteBackend, error) {
@@ -388,7 +393,9 @@ func (be *remoteBackend) prepare(c *call) error {
 	}
 	c.rc = &remoteCall{body: body}
 	if c.ext != nil && c.ext.ctx != nil {
-		c.rc.deadline, _ = c.ext.ctx.Deadline()
+		if d, ok := c.ext.ctx.Deadline(); ok {
+			c.rc.deadline = d.UnixNano()
+		}
 	}
 	c.Retry = p.retry.forMethod(c.method)
 	if p.sink != nil {
@@ -471,6 +478,8 @@ const (
 	maxDrainRounds = 8
 	// batchChunk is how many waiting calls make a batch worth sending before the worker has answered all it holds.
 	batchChunk = 32
+	// maxKeptBatch is the largest batch body a handle keeps for its next batch.
+	maxKeptBatch = 1 << 20
 	// maxBatch is the most calls one batch message carries.
 	maxBatch = 128
 )
@@ -538,11 +547,15 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	for _, c := range calls {
 		// An entry: the map header, four keys, string headers of up to 5 bytes, and at most 13 digits of reply token.
 		need += 30 + len(c.CallID) + len(c.method) + len(be.mux.prefix) + 13 + len(c.rc.body)
-		if !c.rc.deadline.IsZero() {
+		if c.rc.deadline != 0 {
 			need += 8 + len(time.RFC3339Nano)
 		}
 	}
-	body := make([]byte, 5, need)
+	buf := h.batchBody
+	if cap(buf) < need {
+		buf = make([]byte, 0, need)
+	}
+	body := buf[:5]
 	n := 0
 	for _, c := range calls {
 		if c.settled() {
@@ -552,9 +565,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		c.rc.muxN = id
 		e := fleet.BatchCall{ID: c.CallID, Method: c.method, Args: c.rc.body}
 		e.Reply = be.mux.prefix + strconv.FormatUint(id, 36)
-		if !c.rc.deadline.IsZero() {
-			e.Deadline = codec.FormatDeadline(c.rc.deadline)
-		}
+		e.Deadline = c.rc.deadlineHeader()
 		body = e.AppendMsgpack(body)
 		n++
 	}
@@ -582,10 +593,18 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	}
 	var room [5]byte
 	hdr := codec.AppendArrayLen(room[:0], n)
-	body = body[5-len(hdr):]
-	copy(body, hdr)
-	msg := &nats.Msg{Subject: h.subject, Header: nats.Header{fleet.HeaderBatch: []string{strconv.Itoa(n)}}, Data: body}
-	if err := be.nc.PublishMsg(msg); err != nil {
+	msg := &h.batchMsg
+	if msg.Header == nil {
+		msg.Header = nats.Header{fleet.HeaderBatch: h.batchN[:]}
+	}
+	msg.Subject, msg.Data, h.batchN[0] = h.subject, body[5-len(hdr):], strconv.Itoa(n)
+	copy(msg.Data, hdr)
+	err := be.nc.PublishMsg(msg)
+	msg.Data = nil
+	if cap(body) <= maxKeptBatch {
+		h.batchBody = body[:0]
+	}
+	if err != nil {
 		fail(err)
 	}
 }
@@ -629,12 +648,13 @@ func (om *outMsg) fill(subject, reply string, c *call) *nats.Msg {
 	m.Header[codec.HeaderMethod] = om.method[:]
 	if c.rc.urgent {
 		// An urgent call goes to the control subject, whose goroutine is never busy with a call.
-		m.Subject = c.rc.ctl
+		h := c.rc.rh.Load() // set before the call is published
+		m.Subject = h.be.subj.Control(h.wid)
 		om.control[0] = fleet.ControlCall
 		m.Header[fleet.HeaderControl] = om.control[:]
 	}
-	if !c.rc.deadline.IsZero() {
-		om.deadline[0] = codec.FormatDeadline(c.rc.deadline)
+	if c.rc.deadline != 0 {
+		om.deadline[0] = c.rc.deadlineHeader()
 		m.Header[codec.HeaderDeadline] = om.deadline[:]
 	}
 	return m
@@ -817,13 +837,13 @@ func (c *call) remoteReply(cd codec.Codec, raw []byte, err error) {
 			err = rc.verr
 		}
 	}
-	if err == nil || rc.attempt >= rp.Attempts || (err != rc.verr && rp.Retry != nil && !rp.Retry(err)) {
+	if err == nil || int(rc.attempt) >= rp.Attempts || (err != rc.verr && rp.Retry != nil && !rp.Retry(err)) {
 		c.completeRemote(cd, raw, err)
 		return
 	}
 	d := time.Duration(0)
 	if rp.Wait != nil {
-		d = rp.Wait(rc.attempt)
+		d = rp.Wait(int(rc.attempt))
 	}
 	sleep := rp.Sleep
 	go func() {
