@@ -62,11 +62,14 @@ type Pool struct {
 	direct   bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
 	counted  bool // completions are reported to the balancer (Balancer.NeedsDone)
 	stopping atomic.Bool
-	// Accepted and completed calls are counted apart, by the callers' goroutines and by the workers' respectively, so
-	// that the two sides do not share a cache line per call; pending is their difference.
+	// Accepted and completed calls are counted apart, by the callers' goroutines and by the workers' respectively,
+	// each on a cache line of its own, so that neither side's writes evict what the other reads on every call
+	// (stopping, the other counter); pending is their difference.
+	_              [64]byte
 	entered        atomic.Int64
 	_              [56]byte
 	left           atomic.Int64
+	_              [56]byte
 	snap           atomic.Pointer[[]handle]
 	onDemandActive int
 	onDemandTotal  uint64
