@@ -430,9 +430,9 @@ func (h *remoteHandle) send(c *call) {
 // publish sends c to the worker, which holds backlog calls (c included). A call to a worker with a short backlog goes
 // at once, in a message of its own. When a backlog builds, calls wait in the handle's outbox and go together as one
 // batch message, as soon as batchChunk calls wait or the worker has answered everything it was sent (flushEarly), and
-// at the latest after batchDelay: the worker is busy with the calls before them anyway, so the wait costs no throughput, and NATS's
-// per-message cost is paid once per batch. Senders combine too: a call published while another goroutine is sending
-// to this worker joins the outbox and that goroutine sends it.
+// at the latest after batchDelay: the worker is busy with the calls before them anyway, so the wait costs no
+// throughput, and NATS's per-message cost is paid once per batch. Senders combine too: a call published while another
+// goroutine is sending to this worker joins the outbox and that goroutine sends it.
 func (h *remoteHandle) publish(c *call, backlog int) {
 	if hb := h.beat.Load(); c.rc.urgent || hb == nil || !hb.Batches {
 		h.publishOne(c)

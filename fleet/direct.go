@@ -215,8 +215,8 @@ func directFor(m *Method) directFn {
 	return mk((*[2]unsafe.Pointer)(unsafe.Pointer(&fv))[1])
 }
 
-// Exact reports whether args fit m's parameters as they are (same count, each of the parameter's very type, nil for
-// a []byte, anything for an interface{} parameter) and m can be called without reflection: a Task may then carry them in
+// Exact reports whether args fit m's parameters as they are (same count, each of the parameter's very type, nil for a
+// []byte, anything for an interface{} parameter) and m can be called without reflection: a Task may then carry them in
 // Values and leave Args nil.
 func (m *Method) Exact(args []any) bool {
 	if m.direct == nil || len(args) != len(m.params) {

@@ -202,7 +202,8 @@ func DecodeBatchReplies(dst []BatchReply, data []byte) ([]BatchReply, error) {
 
 // decodeBatch decodes an array of maps with string keys, appending an entry per map to dst; field reads the value of
 // a key into the entry.
-func decodeBatch[T any](dst []T, data []byte, what string, field func(r *codec.Reader, e *T, key string) error) ([]T, error) {
+func decodeBatch[T any](dst []T, data []byte, what string,
+	field func(r *codec.Reader, e *T, key string) error) ([]T, error) {
 	r := codec.NewReader(data)
 	n, err := r.ArrayLen()
 	for i := 0; err == nil && i < n; i++ {
