@@ -95,7 +95,10 @@ func decodeRawArgs(m *fleet.Method, args []any) ([]any, error) {
 
 func (b *localBackend) close(context.Context) error { return nil }
 
-func (h localHandle) id() string { return h.w.ID() }
+func (h localHandle) id() string                     { return h.w.ID() }
+func (h localHandle) stop(ctx context.Context) error { return h.w.Stop(ctx) }
+func (h localHandle) stats() fleet.WorkerStats       { return h.w.Stats() }
+
 func (h localHandle) send(c *call) {
 	reportTo(c, h.w)
 	h.w.Submit(&c.Task)
@@ -108,9 +111,6 @@ func reportTo(c *call, w *fleet.Worker) {
 		c.Progress = func(ev codec.Progress) { sink(progressEvent(c, w.ID(), ev)) }
 	}
 }
-
-func (h localHandle) stop(ctx context.Context) error { return h.w.Stop(ctx) }
-func (h localHandle) stats() fleet.WorkerStats       { return h.w.Stats() }
 
 // runInline runs a Sync-mode call in the caller's goroutine; the future is done when Call returns.
 func (p *Pool) runInline(c *call) {
