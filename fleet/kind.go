@@ -163,7 +163,9 @@ func newMethod(k *Kind, rm reflect.Method) (*Method, bool) {
 	default:
 		return nil, false
 	}
-	m.direct = directFor(m)
+	if m.direct = directFor(m); m.direct != nil && len(m.params) == 1 {
+		m.decodeArg = argDecoders[m.params[0]]
+	}
 	return m, true
 }
 
