@@ -98,21 +98,7 @@ func (br batchReplies) outcomes(t testing.TB, prefix string) (replies map[string
 // batchResult decodes a reply's outcome into out.
 func batchResult(t testing.TB, r fleet.BatchReply, out any) error {
 	t.Helper()
-	switch r.Status {
-	case codec.StatusOK:
-		if out == nil {
-			return nil
-		}
-		return codec.Msgpack.Unmarshal(r.Body, out)
-	case codec.StatusError:
-		var e codec.Error
-		if err := codec.Msgpack.Unmarshal(r.Body, &e); err != nil {
-			t.Fatalf("error body %q: %v", r.Body, err)
-		}
-		return fleet.DecodeError(e)
-	}
-	t.Fatalf("reply status %q", r.Status)
-	return nil
+	return decodeReply(t, codec.Msgpack, r.Status, r.Body, out)
 }
 
 // Calls answered while the worker serves their batch share a reply batch per inbox: calls that ran inline, and calls

@@ -129,22 +129,28 @@ func result(t testing.TB, r *nats.Msg, out any) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	switch st := r.Header.Get(codec.HeaderStatus); st {
+	return decodeReply(t, c, r.Header.Get(codec.HeaderStatus), r.Data, out)
+}
+
+// decodeReply decodes a reply's body, encoded with c, by its status: the result into out (nil skips it), or the error.
+func decodeReply(t testing.TB, c codec.Codec, status string, body []byte, out any) error {
+	t.Helper()
+	switch status {
 	case codec.StatusOK:
 		if out != nil {
-			if err := c.Unmarshal(r.Data, out); err != nil {
-				t.Fatalf("decode result %q: %v", r.Data, err)
+			if err := c.Unmarshal(body, out); err != nil {
+				t.Fatalf("decode result %q: %v", body, err)
 			}
 		}
 		return nil
 	case codec.StatusError:
 		var e codec.Error
-		if err := c.Unmarshal(r.Data, &e); err != nil {
-			t.Fatalf("decode error %q: %v", r.Data, err)
+		if err := c.Unmarshal(body, &e); err != nil {
+			t.Fatalf("decode error %q: %v", body, err)
 		}
 		return fleet.DecodeError(e)
 	default:
-		t.Fatalf("reply status %q", st)
+		t.Fatalf("reply status %q", status)
 		return nil
 	}
 }
