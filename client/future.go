@@ -44,7 +44,7 @@ type callExt struct {
 type remoteCall struct {
 	body     []byte                       // encoded arguments
 	rh       atomic.Pointer[remoteHandle] // the worker it was sent to
-	muxN     uint64                       // its reply mux entry
+	muxN     atomic.Uint64                // its reply mux entry while filed there, 0 once removed
 	deadline int64                        // sent as Fleet-Deadline: Unix nanoseconds, 0 for none
 	verr     *fleet.ValidationError       // retries: refused results so far
 	raw      []byte                       // the result, decoded lazily into the future's type (into call.val)

@@ -84,6 +84,7 @@ func releaseMux(m *replyMux) {
 // register files c under a new ID and returns the counter its reply subject ends with.
 func (m *replyMux) register(c *call) uint64 {
 	n := m.next.Add(1)
+	c.rc.muxN.Store(n)
 	s := &m.shards[n%muxShards]
 	s.mu.Lock()
 	s.m[n] = c
@@ -99,10 +100,18 @@ func (m *replyMux) lookup(n uint64, remove bool) *call {
 		delete(s.m, n)
 	}
 	s.mu.Unlock()
+	if remove && c != nil {
+		c.rc.muxN.CompareAndSwap(n, 0) // a retry may have filed it again since
+	}
 	return c
 }
 
-func (m *replyMux) forget(n uint64) { m.lookup(n, true) }
+// forget removes c's entry, if it still has one: a reply that removed it saves the completion a second lookup.
+func (m *replyMux) forget(c *call) {
+	if n := c.rc.muxN.Swap(0); n != 0 {
+		m.lookup(n, true)
+	}
+}
 
 func (m *replyMux) onReply(msg *nats.Msg) {
 	tok := msg.Subject[len(m.prefix):]

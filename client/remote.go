@@ -562,7 +562,6 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 			continue
 		}
 		id := be.mux.register(c)
-		c.rc.muxN = id
 		e := fleet.BatchCall{ID: c.CallID, Method: c.method, Args: c.rc.body}
 		e.Reply = be.mux.prefix + strconv.FormatUint(id, 36)
 		e.Deadline = c.rc.deadlineHeader()
@@ -576,7 +575,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	fail := func(err error) {
 		for _, c := range calls {
 			if !c.settled() {
-				be.mux.forget(c.rc.muxN)
+				be.mux.forget(c)
 				c.complete(nil, fmt.Errorf("client: send %s to %s: %w", c.method, h.wid, err))
 			}
 		}
@@ -585,7 +584,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		// Too big together: send each alone, so one oversized call fails by itself.
 		for _, c := range calls {
 			if !c.settled() {
-				be.mux.forget(c.rc.muxN)
+				be.mux.forget(c)
 				h.publishOne(c)
 			}
 		}
@@ -613,13 +612,12 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 func (h *remoteHandle) publishOne(c *call) {
 	be := h.be
 	n := be.mux.register(c)
-	c.rc.muxN = n
 	om := outMsgs.Get().(*outMsg)
 	msg := om.fill(h.subject, be.mux.prefix+strconv.FormatUint(n, 36), c)
 	err := be.nc.PublishMsg(msg)
 	om.put()
 	if err != nil {
-		be.mux.forget(n)
+		be.mux.forget(c)
 		if errors.Is(err, nats.ErrMaxPayload) {
 			err = fmt.Errorf("%w: %w", fleet.ErrPayloadTooLarge, err)
 		}
@@ -673,7 +671,7 @@ func (h *remoteHandle) sent(c *call) {
 	delete(h.inflight, c)
 	left := len(h.inflight)
 	h.mu.Unlock()
-	h.be.mux.forget(c.rc.muxN)
+	h.be.mux.forget(c)
 	if left > 0 {
 		h.flushEarly(left)
 	}
