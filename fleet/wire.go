@@ -207,16 +207,18 @@ func decodeBatch[T any](dst []T, data []byte, what string,
 	r := codec.NewReader(data)
 	n, err := r.ArrayLen()
 	for i := 0; err == nil && i < n; i++ {
-		var e T
+		// Decoded in place: a local entry would escape to field and cost an allocation each.
+		var zero T
+		dst = append(dst, zero)
+		e := &dst[len(dst)-1]
 		var pairs int
 		pairs, err = r.MapLen()
 		for j := 0; err == nil && j < pairs; j++ {
 			var k []byte
 			if k, err = r.Str(); err == nil {
-				err = field(r, &e, string(k))
+				err = field(r, e, string(k))
 			}
 		}
-		dst = append(dst, e)
 	}
 	if err == nil && r.Len() > 0 {
 		err = fmt.Errorf("%d trailing bytes", r.Len())
