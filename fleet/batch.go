@@ -14,8 +14,8 @@ import (
 
 // The worker's side of call batches (HeaderBatch, wire.go). A client that has many calls waiting for one worker sends
 // them in one message; the worker serves them in order, exactly as if they had come one by one, and answers those that
-// finish while it serves the batch in one message per client inbox and per replyChunk calls, so that a client hears of
-// the first calls of a long batch, and sends more, while the worker serves the rest. Under load the fleet thus pays
+// finish while it serves the batch in one message per client inbox and per replyChunk calls or replyWait, so that a
+// client hears of the first calls of a long batch, and sends more, while the worker serves the rest. Under load the fleet thus pays
 // NATS's cost per message (the server's routing, each process's reads, writes and wakeups) once per batch instead of
 // once per call.
 
@@ -24,15 +24,21 @@ func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {
 	batch, err := DecodeBatchCalls(h.batch[:0], m.Data)
 	if err == nil {
 		h.replies.open()
+		opened, served := start, 0
 		for i := range batch {
 			e := &batch[i]
 			in := callIn{id: e.ID, method: e.Method, deadline: e.Deadline, reply: e.Reply, body: e.Args, batched: true}
 			if c := h.accept(&in, start); c != nil {
 				h.dispatch(c, false)
 			}
-			if i%replyChunk == replyChunk-1 && i < len(batch)-1 {
+			if served++; i == len(batch)-1 {
+				break
+			}
+			// The clock is read every few calls only: what runs in this goroutine are short calls.
+			if served == replyChunk || served%8 == 0 && time.Since(opened) >= replyWait {
 				h.replies.flush(h)
 				h.replies.open()
+				opened, served = time.Now(), 0
 			}
 		}
 		h.replies.flush(h)
@@ -66,11 +72,14 @@ type pendingReply struct {
 	start, end            int // of its body in replyBatch.bodies
 }
 
-// Overheads in a reply batch's size that flush counts besides tokens, statuses and bodies: the message's headers
-// and subject, and an entry's msgpack framing (a map of three one-letter keys and the string and binary headers).
 const (
-	// replyChunk is how many calls of a batch the worker serves before it sends the replies gathered so far.
-	replyChunk         = 32
+	// replyChunk is how many calls of a batch the worker serves before it sends the replies gathered so far, and
+	// replyWait how long, whichever comes first: the replies of short calls travel together, while the caller of
+	// slower ones hears of them within a millisecond or so.
+	replyChunk = 128
+	replyWait  = time.Millisecond
+	// Overheads in a reply batch's size that flush counts besides tokens, statuses and bodies: the message's headers
+	// and subject, and an entry's msgpack framing (a map of three one-letter keys and the string and binary headers).
 	replyBatchOverhead = 256
 	replyEntryOverhead = 24
 	// maxKeptBodies keeps one batch of huge results from pinning its buffer for good.

@@ -215,6 +215,47 @@ func TestServeBatchRepliesInChunks(t *testing.T) {
 	}
 }
 
+// A batch of calls that take a while is answered as it goes, every millisecond or so, not only once it is done.
+func TestServeBatchRepliesWithinWait(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, 0)
+	nc := connect(t, s)
+	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	warmUp(t, nc, h, "Spin", 50)
+	prefix := nc.NewInbox() + "."
+	rs := collectBatches(t, nc, prefix)
+	const n = 64 // fewer than a chunk, and 3.2ms of work
+	calls := make([]fleet.BatchCall, n)
+	for i := range calls {
+		calls[i] = entry(t, prefix, strconv.Itoa(i), "Spin", 50)
+	}
+	if err := nc.PublishMsg(batchMsg(t, h, calls)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "every reply", func() bool {
+		got, _ := rs.outcomes(t, prefix)
+		return len(got) == n
+	})
+	got, _ := rs.outcomes(t, prefix)
+	inline := 0
+	for tok, r := range got {
+		var ran bool
+		if err := batchResult(t, r, &ran); err != nil {
+			t.Fatalf("call %s: %v", tok, err)
+		}
+		if ran {
+			inline++
+		}
+	}
+	msgs := len(rs.batches.snapshot()) + len(rs.singles.snapshot())
+	switch {
+	case inline == n && msgs < 3:
+		t.Errorf("%d calls of at least 50µs each were answered in %d messages, want at least 3", n, msgs)
+	case inline < n:
+		t.Logf("only %d of %d calls ran inline (the machine is slow)", inline, n)
+	}
+}
+
 // Replies too many for one message go in several; one too large for any message gets an error.
 func TestServeBatchRepliesOverMaxPayload(t *testing.T) {
 	t.Parallel()

@@ -76,6 +76,13 @@ func (g *Gated) Marked() []string {
 // Ping answers "pong".
 func (g *Gated) Ping() string { return "pong" }
 
+// Spin keeps busy for us microseconds (a sleep this short can take a millisecond).
+func (g *Gated) Spin(us int) bool {
+	for start := time.Now(); time.Since(start) < time.Duration(us)*time.Microsecond; {
+	}
+	return ranInline()
+}
+
 // Blob is n bytes, and whether the call ran inline.
 type Blob struct {
 	Data   string
