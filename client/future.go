@@ -42,12 +42,13 @@ type callExt struct {
 
 // remoteCall is what a call to a worker in another process carries.
 type remoteCall struct {
+	id       uint64                       // its call ID is the reply mux's id and this in base 36 (callID)
 	body     []byte                       // encoded arguments
 	rh       atomic.Pointer[remoteHandle] // the worker it was sent to
 	muxN     atomic.Uint64                // its reply mux entry while filed there, 0 once removed
 	deadline int64                        // sent as Fleet-Deadline: Unix nanoseconds, 0 for none
 	verr     *fleet.ValidationError       // retries: refused results so far
-	raw      []byte                       // the result, decoded lazily into the future's type (into call.val)
+	raw      []byte                       // the result, decoded lazily into the future's type (a *T in call.val)
 	codec    codec.Codec
 	decErr   error // why raw did not decode
 	attempt  int32 // retries: attempts made
@@ -75,6 +76,15 @@ var closedChan = func() chan struct{} {
 	close(ch)
 	return ch
 }()
+
+// callID is the call's ID. A remote call's is made when asked for, which only cancels, progress events and calls
+// sent alone do.
+func (c *call) callID() string {
+	if c.rc != nil && c.rc.id != 0 {
+		return string(c.rc.rh.Load().be.mux.appendCallID(nil, c.rc.id))
+	}
+	return c.CallID
+}
 
 // Reply implements fleet.Replier for in-process workers.
 func (c *call) Reply(_ *fleet.Task, res any, err error) { c.complete(res, err) }
@@ -305,15 +315,19 @@ func (f *Future[T]) get() (T, error) {
 	rc := f.rc
 	if !rc.decoded {
 		rc.decoded = true
-		var v T
-		if err := rc.codec.Unmarshal(rc.raw, &v); err != nil {
-			rc.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, v, err)
+		// Decoded into a T of its own, kept by pointer: an interface holds a pointer without another allocation.
+		v := new(T)
+		if err := rc.codec.Unmarshal(rc.raw, v); err != nil {
+			rc.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, *v, err)
 		} else {
 			f.val = v
 		}
 	}
-	v, _ := f.val.(T) // a nil interface result is T's zero value
-	return v, rc.decErr
+	if v, ok := f.val.(*T); ok {
+		return *v, rc.decErr
+	}
+	var zero T
+	return zero, rc.decErr
 }
 
 // local reads an in-process result as T: as it is, or coerced where Go would convert without loss.

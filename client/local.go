@@ -156,9 +156,7 @@ func (p *Pool) runOnDemand(c *call) {
 	p.mu.Lock()
 	delete(p.onDemand, h)
 	p.onDemandActive--
-	next, hs := p.drainLocked()
+	next := p.drainLocked(nil)
 	p.mu.Unlock()
-	for i, n := range next {
-		p.dispatch(hs[i], n)
-	}
+	p.dispatchAll(next)
 }

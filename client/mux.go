@@ -81,6 +81,16 @@ func releaseMux(m *replyMux) {
 	_ = m.sub.Unsubscribe()
 }
 
+// appendCallID appends the ID of the call numbered n: unique in the fleet.
+func (m *replyMux) appendCallID(b []byte, n uint64) []byte {
+	return strconv.AppendUint(append(b, m.id...), n, 36)
+}
+
+// appendReply appends the reply subject that ends with counter n.
+func (m *replyMux) appendReply(b []byte, n uint64) []byte {
+	return strconv.AppendUint(append(b, m.prefix...), n, 36)
+}
+
 // register files c under a new ID and returns the counter its reply subject ends with.
 func (m *replyMux) register(c *call) uint64 {
 	n := m.next.Add(1)

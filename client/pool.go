@@ -246,7 +246,7 @@ func (p *Pool) Call(method string, args ...any) *Future[any] {
 // calls that find every worker busy (see Options.MaxQueuedTasks) wait in the pool's queue. Futures among args are
 // resolved first, without blocking the caller (see Options.UnwrapFutures).
 func Call[R any](p *Pool, method string, args ...any) *Future[R] {
-	f := &Future[R]{}
+	f := newFuture[R](p)
 	p.initCall(&f.call, method, args)
 	p.submit(&f.call)
 	return f
@@ -262,7 +262,7 @@ type CallOptions struct {
 
 // CallWith is Call with per-call options.
 func CallWith[R any](p *Pool, o CallOptions, method string, args ...any) *Future[R] {
-	f := &Future[R]{}
+	f := newFuture[R](p)
 	p.initCall(&f.call, method, args)
 	f.priority = int32(max(min(o.Priority, math.MaxInt32), math.MinInt32))
 	p.submit(&f.call)
@@ -272,7 +272,7 @@ func CallWith[R any](p *Pool, o CallOptions, method string, args ...any) *Future
 // CallCtx is Call with a context: when ctx ends the call is cancelled (on the worker too) and its future fails with
 // ctx's error; ctx's deadline becomes the method's deadline wherever it runs.
 func CallCtx[R any](ctx context.Context, p *Pool, method string, args ...any) *Future[R] {
-	f := &Future[R]{}
+	f := newFuture[R](p)
 	p.initCall(&f.call, method, args)
 	c := &f.call
 	if ctx.Done() == nil {
@@ -322,7 +322,7 @@ func (p *Pool) Broadcast(method string, args ...any) []*Future[any] {
 
 // sendUrgent calls method on the worker behind h at once, beside its current call.
 func (p *Pool) sendUrgent(h handle, method string, args ...any) *Future[any] {
-	f := &Future[any]{}
+	f := newFuture[any](p)
 	c := &f.call
 	p.initCall(c, method, args)
 	if err := p.be.prepare(c); err != nil {
@@ -346,6 +346,22 @@ func (p *Pool) sendUrgent(h handle, method string, args ...any) *Future[any] {
 		h.send(c)
 	}
 	return f
+}
+
+// remoteRecord is the record of a call to a worker in another process: its remote part comes in the same allocation.
+type remoteRecord[R any] struct {
+	f  Future[R]
+	rc remoteCall
+}
+
+// newFuture allocates a call's record.
+func newFuture[R any](p *Pool) *Future[R] {
+	if p.opts.Mode.local() {
+		return &Future[R]{}
+	}
+	r := &remoteRecord[R]{}
+	r.f.rc = &r.rc
+	return &r.f
 }
 
 func (p *Pool) initCall(c *call, method string, args []any) {
@@ -484,15 +500,20 @@ func (p *Pool) finished(c *call) {
 		p.bal.Done(int(c.slot))
 		c.slot = -1
 	}
-	next, hs := p.drainLocked()
+	var room [4]dispatchable // a completion frees one slot: the calls it lets go fit here without an allocation
+	next := p.drainLocked(room[:0])
 	p.mu.Unlock()
-	for i, n := range next {
-		p.dispatch(hs[i], n)
-	}
+	p.dispatchAll(next)
 }
 
-// drainLocked takes from the queue the calls that workers now have room for.
-func (p *Pool) drainLocked() (next []*call, hs []handle) {
+// dispatchable is a queued call and the worker picked for it.
+type dispatchable struct {
+	c *call
+	h handle
+}
+
+// drainLocked takes from the queue the calls that workers now have room for, appending them to dst.
+func (p *Pool) drainLocked(dst []dispatchable) []dispatchable {
 	for p.queue.len() > 0 {
 		n := p.queue.peek()
 		if n.settled() {
@@ -504,9 +525,16 @@ func (p *Pool) drainLocked() (next []*call, hs []handle) {
 			break
 		}
 		p.queue.pop()
-		next, hs = append(next, n), append(hs, h)
+		dst = append(dst, dispatchable{n, h})
 	}
-	return next, hs
+	return dst
+}
+
+// dispatchAll dispatches what drainLocked took; the caller no longer holds p.mu.
+func (p *Pool) dispatchAll(ds []dispatchable) {
+	for _, d := range ds {
+		p.dispatch(d.h, d.c)
+	}
 }
 
 // cancelRemote tells the worker running c to cancel it, where the worker is in another process.

@@ -29,7 +29,7 @@ type ProgressEvent struct {
 }
 
 func progressEvent(c *call, worker string, ev codec.Progress) ProgressEvent {
-	return ProgressEvent{Method: c.method, CallID: c.CallID, WorkerID: worker, Bar: ev.Bar, Seq: ev.Seq,
+	return ProgressEvent{Method: c.method, CallID: c.callID(), WorkerID: worker, Bar: ev.Bar, Seq: ev.Seq,
 		Desc: ev.Desc, N: ev.N, Total: ev.Total, Done: ev.Done}
 }
 

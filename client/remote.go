@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
@@ -276,11 +277,9 @@ func (be *remoteBackend) join(hb fleet.Heartbeat) {
 	be.handles[hb.WorkerID] = h
 	be.mu.Unlock()
 	h.index = p.addLocked(h)
-	next, hs := p.drainLocked()
+	next := p.drainLocked(nil)
 	p.mu.Unlock()
-	for i, n := range next {
-		p.dispatch(hs[i], n)
-	}
+	p.dispatchAll(next)
 }
 
 // monitor declares lost the workers whose heartbeats stopped.
@@ -368,11 +367,9 @@ func (be *remoteBackend) replace(index int) {
 		return
 	}
 	p.addLocked(h)
-	next, hs := p.drainLocked()
+	next := p.drainLocked(nil)
 	p.mu.Unlock()
-	for i, n := range next {
-		p.dispatch(hs[i], n)
-	}
+	p.dispatchAll(next)
 }
 
 // prepare encodes a call's arguments for the wire.
@@ -391,7 +388,10 @@ func (be *remoteBackend) prepare(c *call) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s.%s: %w", fleet.ErrBadArguments, p.name, c.method, err)
 	}
-	c.rc = &remoteCall{body: body}
+	if c.rc == nil {
+		c.rc = &remoteCall{}
+	}
+	c.rc.body = body
 	if c.ext != nil && c.ext.ctx != nil {
 		if d, ok := c.ext.ctx.Deadline(); ok {
 			c.rc.deadline = d.UnixNano()
@@ -409,8 +409,8 @@ func (h *remoteHandle) id() string { return h.wid }
 func (h *remoteHandle) send(c *call) {
 	rc := c.rc
 	// The call ID stays the same across retries, so a cancel reaches whichever attempt runs.
-	c.CallID = h.be.mux.id + strconv.FormatUint(h.be.mux.ids.Add(1), 36)
-	rc.rh.Store(h) // publishes CallID to cancel
+	rc.id = h.be.mux.ids.Add(1)
+	rc.rh.Store(h) // publishes the ID to cancel
 	h.mu.Lock()
 	if h.lost {
 		h.mu.Unlock()
@@ -467,17 +467,18 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 }
 
 const (
-	// batchBacklog is the backlog on a worker from which calls wait to travel in batches. A waiting call leaves when
-	// the worker has answered the calls before it, which it had to run first anyway; what it loses is the hop from
-	// the worker's last reply to its own arrival, and only while the worker is this busy.
-	batchBacklog = 4
+	// batchBacklog is the backlog on a worker from which calls wait to travel in batches: a call to a worker that
+	// holds no other goes at once, a call behind others waits (as Nagle's algorithm holds back small segments while
+	// one is unacknowledged). A waiting call leaves when the worker has answered the calls before it, which it had to
+	// run first anyway; what it loses is the hop from the worker's last reply to its own arrival.
+	batchBacklog = 2
 	// batchDelay is how long a call waits in the outbox for others to join it.
 	batchDelay = 500 * time.Microsecond
 	// maxDrainRounds bounds how long a caller's goroutine keeps sending others' calls before a goroutine of its
 	// own takes over.
 	maxDrainRounds = 8
 	// batchChunk is how many waiting calls make a batch worth sending before the worker has answered all it holds.
-	batchChunk = 32
+	batchChunk = maxBatch
 	// maxKeptBatch is the largest batch body a handle keeps for its next batch.
 	maxKeptBatch = 1 << 20
 	// maxBatch is the most calls one batch message carries.
@@ -545,8 +546,9 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 	// some were cancelled while they waited in the outbox. An array32 header is what the patch needs room for.
 	need := 5
 	for _, c := range calls {
-		// An entry: the map header, four keys, string headers of up to 5 bytes, and at most 13 digits of reply token.
-		need += 30 + len(c.CallID) + len(c.method) + len(be.mux.prefix) + 13 + len(c.rc.body)
+		// An entry: the map header, four keys, string headers of up to 5 bytes, and at most 13 digits each of call ID
+		// and reply token.
+		need += 30 + len(be.mux.id) + 13 + len(c.method) + len(be.mux.prefix) + 13 + len(c.rc.body)
 		if c.rc.deadline != 0 {
 			need += 8 + len(time.RFC3339Nano)
 		}
@@ -561,9 +563,13 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		if c.settled() {
 			continue
 		}
-		id := be.mux.register(c)
-		e := fleet.BatchCall{ID: c.CallID, Method: c.method, Args: c.rc.body}
-		e.Reply = be.mux.prefix + strconv.FormatUint(id, 36)
+		// The ID and reply subject are written from buffers on the stack: strings of their own would cost two
+		// allocations per call, and the entry's encoding copies them anyway.
+		var idBuf, replyBuf [64]byte
+		id := be.mux.appendCallID(idBuf[:0], c.rc.id)
+		reply := be.mux.appendReply(replyBuf[:0], be.mux.register(c))
+		e := fleet.BatchCall{ID: unsafe.String(unsafe.SliceData(id), len(id)), Method: c.method,
+			Reply: unsafe.String(unsafe.SliceData(reply), len(reply)), Args: c.rc.body}
 		e.Deadline = c.rc.deadlineHeader()
 		body = e.AppendMsgpack(body)
 		n++
@@ -613,7 +619,7 @@ func (h *remoteHandle) publishOne(c *call) {
 	be := h.be
 	n := be.mux.register(c)
 	om := outMsgs.Get().(*outMsg)
-	msg := om.fill(h.subject, be.mux.prefix+strconv.FormatUint(n, 36), c)
+	msg := om.fill(h.subject, string(be.mux.appendReply(nil, n)), c)
 	err := be.nc.PublishMsg(msg)
 	om.put()
 	if err != nil {
@@ -641,7 +647,7 @@ var outMsgs = sync.Pool{New: func() any {
 func (om *outMsg) fill(subject, reply string, c *call) *nats.Msg {
 	m := &om.msg
 	m.Subject, m.Reply, m.Data = subject, reply, c.rc.body
-	om.id[0], om.method[0] = c.CallID, c.method
+	om.id[0], om.method[0] = c.callID(), c.method
 	m.Header[codec.HeaderCallID] = om.id[:]
 	m.Header[codec.HeaderMethod] = om.method[:]
 	if c.rc.urgent {
@@ -688,7 +694,7 @@ func (be *remoteBackend) cancel(c *call) {
 	}
 	msg := &nats.Msg{Subject: be.subj.Control(h.wid), Header: nats.Header{
 		fleet.HeaderControl: []string{fleet.ControlCancel},
-		codec.HeaderCallID:  []string{c.CallID},
+		codec.HeaderCallID:  []string{c.callID()},
 	}}
 	_ = be.nc.PublishMsg(msg)
 }

@@ -31,11 +31,9 @@ func (p *Pool) Resize(ctx context.Context, n int) error {
 	if p.opts.OnDemand {
 		p.mu.Lock()
 		p.opts.MaxWorkers = n
-		next, hs := p.drainLocked()
+		next := p.drainLocked(nil)
 		p.mu.Unlock()
-		for i, c := range next {
-			p.dispatch(hs[i], c)
-		}
+		p.dispatchAll(next)
 		return nil
 	}
 	p.mu.Lock()
@@ -79,11 +77,9 @@ func (p *Pool) grow(ctx context.Context, k int) error {
 		}
 	}
 	p.opts.MaxWorkers = p.bal.Len()
-	next, ds := p.drainLocked()
+	next := p.drainLocked(nil)
 	p.mu.Unlock()
-	for i, c := range next {
-		p.dispatch(ds[i], c)
-	}
+	p.dispatchAll(next)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("client: grow %s pool: %w", p.name, err)
 	}
@@ -252,11 +248,9 @@ func (p *Pool) replaceWorker(h handle, slot int) {
 			_ = nh.stop(ctx)
 		} else {
 			p.addLocked(nh)
-			next, hs := p.drainLocked()
+			next := p.drainLocked(nil)
 			p.mu.Unlock()
-			for i, c := range next {
-				p.dispatch(hs[i], c)
-			}
+			p.dispatchAll(next)
 		}
 	}
 	// The unhealthy worker's accepted calls finish, or fail when it does not stop in time.
