@@ -57,6 +57,9 @@ func NewReader(data []byte) *Reader { return &Reader{data: data} }
 // Len is the number of bytes not read yet.
 func (r *Reader) Len() int { return len(r.data) - r.off }
 
+// Offset is the number of bytes read so far: a value just read ends there.
+func (r *Reader) Offset() int { return r.off }
+
 func (r *Reader) fail(reason string) error {
 	return &malformedError{format: "msgpack", offset: r.off, reason: reason}
 }

@@ -238,10 +238,9 @@ func (h *Hosted) MethodStats() []MethodStats {
 	return out
 }
 
-// record counts a call answered after arriving at start; m is nil when the call named no method of the kind. It runs
+// record counts a call answered d after it arrived; m is nil when the call named no method of the kind. It runs
 // before the reply is published, so a caller that has its reply sees the call counted.
-func (h *Hosted) record(m *Method, start time.Time, err error) {
-	d := time.Since(start)
+func (h *Hosted) record(m *Method, d time.Duration, err error) {
 	var name string
 	if m != nil {
 		name = m.Name()

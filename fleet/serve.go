@@ -575,6 +575,9 @@ type call struct {
 	pace    *pace     // its method's
 	batched bool      // it came in a call batch
 	arg     [1]any    // Task.Values of a method called directly
+	// took is the time from arrival to the end of its run, once it ran: its reply records it without reading the
+	// clock again. Atomic, since a cancel may answer the call while it runs.
+	took atomic.Int64
 }
 
 // Reply sends the call's outcome to its caller.
@@ -590,7 +593,11 @@ func (c *call) Reply(_ *Task, res any, err error) {
 	if c.Cancel != nil {
 		c.Cancel() // releases the deadline's timer
 	}
-	h.record(c.Method, c.start, err)
+	took := time.Duration(c.took.Load())
+	if took == 0 {
+		took = time.Since(c.start)
+	}
+	h.record(c.Method, took, err)
 	if c.inbox == "" {
 		if err != nil {
 			h.log.Debug("fleet: call without reply subject failed", "worker", h.spec.ID, "method",
@@ -601,7 +608,10 @@ func (c *call) Reply(_ *Task, res any, err error) {
 	h.answer(c.inbox, c.CallID, c.trace, c.codec, c.batched, res, err)
 }
 
-func (c *call) ran(d time.Duration) { c.pace.observe(d) }
+func (c *call) ran(start, end time.Time) {
+	c.pace.observe(end.Sub(start))
+	c.took.Store(int64(end.Sub(c.start)))
+}
 
 // abort cancels the call: see fail.
 func (c *call) abort() { c.fail(cancelledError(c.CallID)) }
@@ -806,7 +816,7 @@ func (h *Hosted) accept(in *callIn, start time.Time) *call {
 
 // reject answers a call that could not be submitted; method is nil when the call named none of the kind's.
 func (h *Hosted) reject(in *callIn, start time.Time, method *Method, cd codec.Codec, err error) {
-	h.record(method, start, err)
+	h.record(method, time.Since(start), err)
 	if in.reply == "" {
 		h.log.Debug("fleet: bad call without reply subject", "worker", h.spec.ID, "err", err)
 		return

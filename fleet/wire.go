@@ -149,19 +149,19 @@ func appendRaw(dst, raw []byte) []byte {
 	return append(dst, raw...)
 }
 
-// DecodeBatchCalls decodes the body of a call batch, appending its calls to dst. Their Args are views into data.
-// Keys it does not know are skipped, so a newer client may add some.
+// DecodeBatchCalls decodes the body of a call batch, appending its calls to dst. Their Args are views into data, and
+// their strings share one copy of it. Keys it does not know are skipped, so a newer client may add some.
 func DecodeBatchCalls(dst []BatchCall, data []byte) ([]BatchCall, error) {
-	return decodeBatch(dst, data, "call batch", func(r *codec.Reader, c *BatchCall, key string) (err error) {
+	return decodeBatch(dst, data, "call batch", func(r *batchReader, c *BatchCall, key string) (err error) {
 		switch key {
 		case "i":
-			c.ID, err = readString(r)
+			c.ID, err = r.String()
 		case "m":
-			c.Method, err = readString(r)
+			c.Method, err = r.String()
 		case "r":
-			c.Reply, err = readString(r)
+			c.Reply, err = r.String()
 		case "d":
-			c.Deadline, err = readString(r)
+			c.Deadline, err = r.String()
 		case "a":
 			c.Args, err = r.Raw()
 		default:
@@ -180,12 +180,12 @@ func (r *BatchReply) AppendMsgpack(dst []byte) []byte {
 }
 
 // DecodeBatchReplies decodes the body of a reply batch, appending its replies to dst. Their bodies are views into
-// data; unknown keys are skipped.
+// data, and their tokens share one copy of it; unknown keys are skipped.
 func DecodeBatchReplies(dst []BatchReply, data []byte) ([]BatchReply, error) {
-	return decodeBatch(dst, data, "reply batch", func(r *codec.Reader, e *BatchReply, key string) (err error) {
+	return decodeBatch(dst, data, "reply batch", func(r *batchReader, e *BatchReply, key string) (err error) {
 		switch key {
 		case "t":
-			e.Token, err = readString(r)
+			e.Token, err = r.String()
 		case "s":
 			var s []byte
 			if s, err = r.Str(); err == nil {
@@ -203,8 +203,8 @@ func DecodeBatchReplies(dst []BatchReply, data []byte) ([]BatchReply, error) {
 // decodeBatch decodes an array of maps with string keys, appending an entry per map to dst; field reads the value of
 // a key into the entry.
 func decodeBatch[T any](dst []T, data []byte, what string,
-	field func(r *codec.Reader, e *T, key string) error) ([]T, error) {
-	r := codec.NewReader(data)
+	field func(r *batchReader, e *T, key string) error) ([]T, error) {
+	r := &batchReader{Reader: codec.NewReader(data), data: data}
 	n, err := r.ArrayLen()
 	for i := 0; err == nil && i < n; i++ {
 		// Decoded in place: a local entry would escape to field and cost an allocation each.
@@ -229,9 +229,25 @@ func decodeBatch[T any](dst []T, data []byte, what string,
 	return dst, nil
 }
 
-func readString(r *codec.Reader) (string, error) {
+// batchReader reads a batch body. The strings it reads are substrings of one copy of the body, made on the first:
+// a batch costs one allocation for all of them instead of one each, and an entry kept by a call keeps that copy.
+type batchReader struct {
+	*codec.Reader
+	data []byte
+	copy string
+}
+
+// String reads a msgpack string.
+func (r *batchReader) String() (string, error) {
 	b, err := r.Str()
-	return string(b), err
+	if err != nil || len(b) == 0 {
+		return "", err
+	}
+	if r.copy == "" {
+		r.copy = string(r.data)
+	}
+	end := r.Offset()
+	return r.copy[end-len(b) : end], nil
 }
 
 // status returns the Fleet-Status s without a copy for the statuses every reply carries.

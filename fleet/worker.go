@@ -24,7 +24,7 @@ type Replier interface {
 // wait excluded): a served worker decides from it which calls are short enough to run inline. Other tasks pay no
 // clock reads.
 type runTimer interface {
-	ran(d time.Duration)
+	ran(start, end time.Time)
 }
 
 // Task is one call handed to a Worker. Callers usually embed it in their own call record, so that submitting a call
@@ -372,7 +372,7 @@ func (w *Worker) exec(t *Task, held bool) {
 	if rt, ok := t.Reply.(runTimer); ok {
 		start := time.Now()
 		res, err := w.Run(t)
-		rt.ran(time.Since(start))
+		rt.ran(start, time.Now())
 		w.finish(t, res, err, held)
 		return
 	}
