@@ -175,6 +175,7 @@ func (c *call) doneChan() <-chan struct{} {
 		}
 		return closedChan
 	}
+	c.uncork()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.waited.Store(true)
@@ -191,8 +192,18 @@ func (c *call) doneChan() <-chan struct{} {
 // channel per call (a Done channel, once closed, cannot serve again).
 var waiters = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 
+// uncork sends the calls of the pool held back until a caller waits (remoteBackend.cork): this one is about to.
+func (c *call) uncork() {
+	if c.pool != nil {
+		if rb, ok := c.pool.be.(*remoteBackend); ok {
+			rb.uncork()
+		}
+	}
+}
+
 // wait blocks until the call is done.
 func (c *call) wait() {
+	c.uncork()
 	c.mu.Lock()
 	c.waited.Store(true)
 	if c.isDone() {
@@ -218,6 +229,7 @@ func (c *call) wait() {
 
 // whenDone runs f once the call is done: at once if it already is.
 func (c *call) whenDone(f func()) {
+	c.uncork()
 	c.mu.Lock()
 	c.waited.Store(true)
 	if c.isDone() {

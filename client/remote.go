@@ -45,6 +45,11 @@ type remoteBackend struct {
 	release  func() // drops the shared embedded server, if this pool used it
 	spawning bool   // holds the child spawner
 	repl     sync.WaitGroup
+
+	// Handles whose outbox holds a call to an idle worker until its caller waits (publish).
+	corkMu  sync.Mutex
+	corked  []*remoteHandle
+	nCorked atomic.Int32
 }
 
 // remoteHandle is the pool's end of one remote worker.
@@ -427,12 +432,14 @@ func (h *remoteHandle) send(c *call) {
 	h.publish(c, backlog)
 }
 
-// publish sends c to the worker, which holds backlog calls (c included). A call to a worker with a short backlog goes
-// at once, in a message of its own. When a backlog builds, calls wait in the handle's outbox and go together as one
-// batch message, as soon as batchChunk calls wait or the worker has answered everything it was sent (flushEarly), and
-// at the latest after batchDelay: the worker is busy with the calls before them anyway, so the wait costs no
-// throughput, and NATS's per-message cost is paid once per batch. Senders combine too: a call published while another
-// goroutine is sending to this worker joins the outbox and that goroutine sends it.
+// publish sends c to the worker, which holds backlog calls (c included). A call to an idle worker goes at once, in a
+// message of its own, unless the pool has other calls pending: then it is likely the start of a burst, and waits in
+// the outbox until a caller of the pool waits for a call (uncork), so the burst travels as one batch. When a backlog
+// builds, calls wait in the handle's outbox and go together as one batch message, as soon as batchChunk calls wait or
+// the worker has answered everything it was sent (flushEarly), and at the latest after batchDelay: the worker is busy
+// with the calls before them anyway, so the wait costs no throughput, and NATS's per-message cost is paid once per
+// batch. Senders combine too: a call published while another goroutine is sending to this worker joins the outbox and
+// that goroutine sends it.
 func (h *remoteHandle) publish(c *call, backlog int) {
 	if hb := h.beat.Load(); c.rc.urgent || hb == nil || !hb.Batches {
 		h.publishOne(c)
@@ -450,7 +457,8 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 		return
 	}
 	h.flushing = true
-	if backlog >= batchBacklog {
+	cork := backlog < batchBacklog && h.be.pool.pending() > 1
+	if backlog >= batchBacklog || cork {
 		h.outbox = append(h.outbox, c)
 		h.armed = true
 		if h.flush == nil {
@@ -459,6 +467,9 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 			h.flush.Reset(batchDelay)
 		}
 		h.outMu.Unlock()
+		if cork {
+			h.be.cork(h)
+		}
 		return
 	}
 	h.outMu.Unlock()
@@ -484,6 +495,32 @@ const (
 	// maxBatch is the most calls one batch message carries.
 	maxBatch = 128
 )
+
+// cork holds back h's outbox until a caller of the pool waits for a call (uncork), or its timer fires: calls
+// submitted in a burst then travel together even to an idle worker.
+func (be *remoteBackend) cork(h *remoteHandle) {
+	be.corkMu.Lock()
+	be.corked = append(be.corked, h)
+	be.nCorked.Store(int32(len(be.corked)))
+	be.corkMu.Unlock()
+}
+
+// uncork sends the outboxes cork held back; a caller about to wait calls it.
+func (be *remoteBackend) uncork() {
+	if be.nCorked.Load() == 0 {
+		return
+	}
+	var room [8]*remoteHandle
+	be.corkMu.Lock()
+	hs := append(room[:0], be.corked...)
+	clear(be.corked)
+	be.corked = be.corked[:0]
+	be.nCorked.Store(0)
+	be.corkMu.Unlock()
+	for _, h := range hs {
+		h.flushEarly(0)
+	}
+}
 
 // flushArmed sends the outbox when its wait is over.
 func (h *remoteHandle) flushArmed() {
