@@ -40,6 +40,11 @@ const (
 // depths are the calls in flight of the pipelined process and fleet rows.
 var depths = []int{256, 1024}
 
+// pipeQueued is the natsfleet pools' MaxQueuedTasks in the pipelined rows: room on the 4 workers for the deepest
+// pipeline, which the raw and micro contenders keep in flight too. The default of 100 per worker would hold 624 of
+// 1024 calls in the pool's queue.
+var pipeQueued = depths[len(depths)-1] / 4
+
 func rowProcPipe(depth int) string  { return fmt.Sprintf("process, pipelined, %d in flight", depth) }
 func rowFleetPipe(depth int) string { return fmt.Sprintf("fleet, pipelined, %d in flight", depth) }
 
@@ -369,7 +374,7 @@ func (b *bench) processPipelined() error {
 	if err != nil {
 		return err
 	}
-	p, workers, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4}, 10)
+	p, workers, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4, MaxQueuedTasks: pipeQueued}, 10)
 	if err != nil {
 		return err
 	}
@@ -408,7 +413,7 @@ func (b *bench) fleetPipelined() error {
 		return err
 	}
 	defer stopChildren(agents)
-	p, _, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Fleet, MaxWorkers: 4}, 10)
+	p, _, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Fleet, MaxWorkers: 4, MaxQueuedTasks: pipeQueued}, 10)
 	if err != nil {
 		return err
 	}
