@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -888,6 +889,32 @@ func BenchmarkServeCall(b *testing.B) {
 			runtime.Gosched()
 		}
 	}
+}
+
+// BenchmarkServeBatch is BenchmarkServeCall for a batch of 64 calls; figures are per call.
+func BenchmarkServeBatch(b *testing.B) {
+	const n = 64
+	s := startServer(b, 0)
+	nc := connect(b, s)
+	h := serve(b, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	if got := process(b, nc, subjects.Worker(h.ID()), 42); got != 420 {
+		b.Fatalf("Process(42) = %d", got)
+	}
+	calls := make([]fleet.BatchCall, n)
+	for i := range calls {
+		calls[i] = entry(b, "bench.sink.", strconv.Itoa(i), "Process", 42)
+		calls[i].ID = "0123456789abcdefghijkl-" + strconv.Itoa(i)
+	}
+	m := batchMsg(b, h, calls)
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		fleet.HandleCall(h, m)
+		for h.Worker().InFlight() != 0 {
+			runtime.Gosched()
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*n), "ns/call")
 }
 
 // BenchmarkServePipelined keeps window calls in flight to one served worker, against a raw responder that answers
