@@ -30,6 +30,26 @@ func entry(t testing.TB, prefix, token, method string, a ...any) fleet.BatchCall
 	return fleet.BatchCall{ID: "id-" + token, Method: method, Reply: prefix + token, Args: msgpack.RawMessage(args(t, a...))}
 }
 
+// sendBatch sends h one batch of n calls of method, the i-th with argument arg(i) and answered on prefix+i, and
+// returns the replies once rs has all of them.
+func sendBatch(t testing.TB, nc *nats.Conn, h *fleet.Hosted, rs batchReplies, prefix string, n int, method string,
+	arg func(i int) any) map[string]fleet.BatchReply {
+	t.Helper()
+	calls := make([]fleet.BatchCall, n)
+	for i := range calls {
+		calls[i] = entry(t, prefix, strconv.Itoa(i), method, arg(i))
+	}
+	if err := nc.PublishMsg(batchMsg(t, h, calls)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "every reply", func() bool {
+		got, _ := rs.outcomes(t, prefix)
+		return len(got) == n
+	})
+	got, _ := rs.outcomes(t, prefix)
+	return got
+}
+
 // batchReplies collects what an inbox prefix receives: reply batches on prefix+"_b" and single replies on any other
 // token.
 type batchReplies struct {
@@ -183,17 +203,7 @@ func TestServeBatchRepliesInChunks(t *testing.T) {
 	prefix := nc.NewInbox() + "."
 	rs := collectBatches(t, nc, prefix)
 	const n = 2*fleet.ReplyChunk + 6
-	calls := make([]fleet.BatchCall, n)
-	for i := range calls {
-		calls[i] = entry(t, prefix, strconv.Itoa(i), "Mark", strconv.Itoa(i))
-	}
-	if err := nc.PublishMsg(batchMsg(t, h, calls)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "every reply", func() bool {
-		got, _ := rs.outcomes(t, prefix)
-		return len(got) == n
-	})
+	sendBatch(t, nc, h, rs, prefix, n, "Mark", func(i int) any { return strconv.Itoa(i) })
 	_, batched := rs.outcomes(t, prefix)
 	inBatches := 0
 	for _, b := range batched {
@@ -225,18 +235,7 @@ func TestServeBatchRepliesWithinWait(t *testing.T) {
 	prefix := nc.NewInbox() + "."
 	rs := collectBatches(t, nc, prefix)
 	const n = 64 // fewer than a chunk, and 3.2ms of work
-	calls := make([]fleet.BatchCall, n)
-	for i := range calls {
-		calls[i] = entry(t, prefix, strconv.Itoa(i), "Spin", 50)
-	}
-	if err := nc.PublishMsg(batchMsg(t, h, calls)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "every reply", func() bool {
-		got, _ := rs.outcomes(t, prefix)
-		return len(got) == n
-	})
-	got, _ := rs.outcomes(t, prefix)
+	got := sendBatch(t, nc, h, rs, prefix, n, "Spin", func(int) any { return 50 })
 	inline := 0
 	for tok, r := range got {
 		var ran bool
