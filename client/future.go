@@ -80,8 +80,10 @@ var closedChan = func() chan struct{} {
 // callID is the call's ID. A remote call's is made when asked for, which only cancels, progress events and calls
 // sent alone do.
 func (c *call) callID() string {
-	if c.rc != nil && c.rc.id != 0 {
-		return string(c.rc.rh.Load().be.mux.appendCallID(nil, c.rc.id))
+	if c.rc != nil {
+		if h := c.rc.rh.Load(); h != nil { // stored after the ID
+			return string(h.be.mux.appendCallID(nil, c.rc.id))
+		}
 	}
 	return c.CallID
 }

@@ -77,6 +77,7 @@ type remoteHandle struct {
 	flush    *time.Timer
 	outbox   []*call // calls waiting for it
 	spare    []*call
+	inCork   bool // in be.corked; guarded by be.corkMu
 
 	// The sender's (flushing's) alone: a batch message and its body, reused since nats.go copies what it publishes.
 	batchMsg  nats.Msg
@@ -500,8 +501,11 @@ const (
 // submitted in a burst then travel together even to an idle worker.
 func (be *remoteBackend) cork(h *remoteHandle) {
 	be.corkMu.Lock()
-	be.corked = append(be.corked, h)
-	be.nCorked.Store(int32(len(be.corked)))
+	if !h.inCork { // a handle flushed by its timer may be corked again before anyone waits
+		h.inCork = true
+		be.corked = append(be.corked, h)
+		be.nCorked.Store(int32(len(be.corked)))
+	}
 	be.corkMu.Unlock()
 }
 
@@ -513,6 +517,9 @@ func (be *remoteBackend) uncork() {
 	var room [8]*remoteHandle
 	be.corkMu.Lock()
 	hs := append(room[:0], be.corked...)
+	for _, h := range be.corked {
+		h.inCork = false
+	}
 	clear(be.corked)
 	be.corked = be.corked[:0]
 	be.nCorked.Store(0)
