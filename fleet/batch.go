@@ -15,9 +15,9 @@ import (
 // The worker's side of call batches (HeaderBatch, wire.go). A client that has many calls waiting for one worker sends
 // them in one message; the worker serves them in order, exactly as if they had come one by one, and answers those that
 // finish while it serves the batch in one message per client inbox and per replyChunk calls or replyWait, so that a
-// client hears of the first calls of a long batch, and sends more, while the worker serves the rest. Under load the fleet thus pays
-// NATS's cost per message (the server's routing, each process's reads, writes and wakeups) once per batch instead of
-// once per call.
+// client hears of the first calls of a long batch, and sends more, while the worker serves the rest. Under load the
+// fleet thus pays NATS's cost per message (the server's routing, each process's reads, writes and wakeups) once per
+// batch instead of once per call.
 
 // onBatch serves a call batch.
 func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {

@@ -374,7 +374,8 @@ func (b *bench) processPipelined() error {
 	if err != nil {
 		return err
 	}
-	p, workers, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4, MaxQueuedTasks: pipeQueued}, 10)
+	opts := client.Options{Mode: client.Process, MaxWorkers: 4, MaxQueuedTasks: pipeQueued}
+	p, workers, err := b.processPool(demo.DataProcessorKind, opts, 10)
 	if err != nil {
 		return err
 	}
@@ -413,7 +414,8 @@ func (b *bench) fleetPipelined() error {
 		return err
 	}
 	defer stopChildren(agents)
-	p, _, err := b.processPool(demo.DataProcessorKind, client.Options{Mode: client.Fleet, MaxWorkers: 4, MaxQueuedTasks: pipeQueued}, 10)
+	opts := client.Options{Mode: client.Fleet, MaxWorkers: 4, MaxQueuedTasks: pipeQueued}
+	p, _, err := b.processPool(demo.DataProcessorKind, opts, 10)
 	if err != nil {
 		return err
 	}
