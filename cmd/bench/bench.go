@@ -106,6 +106,8 @@ type result struct {
 	Note    string    `json:"note,omitempty"`
 	// CPU is the CPU time per call by process, medians over the runs; rows over NATS only.
 	CPU *cpuSplit `json:"cpu_us_per_call,omitempty"`
+	// Syscalls is the read and write syscalls per call by process, medians over the runs; rows over NATS only.
+	Syscalls *cpuSplit `json:"syscalls_per_call,omitempty"`
 }
 
 // cpuSplit is CPU time per call, in µs: in this process (the caller), the NATS server and the worker-side
@@ -151,7 +153,7 @@ func (b *bench) measureFor(row string, u unit, d time.Duration, cs ...contender)
 		}
 	}
 	rs := make([]*result, len(cs))
-	cpus := make([][]cpuSplit, len(cs))
+	cpus, syscalls := make([][]cpuSplit, len(cs)), make([][]cpuSplit, len(cs))
 	for i, c := range cs {
 		rs[i] = &result{Row: row, Variant: c.name, Unit: u.Name, Higher: u.Higher}
 	}
@@ -170,13 +172,14 @@ func (b *bench) measureFor(row string, u unit, d time.Duration, cs ...contender)
 			}
 			rs[i].Values = append(rs[i].Values, v)
 			if track {
-				cpus[i] = append(cpus[i], b.cpuTimes(procs).since(before).perCall(callsIn(u, v, time.Since(t0))))
+				cpu, sys := b.cpuTimes(procs).since(before).perCall(callsIn(u, v, time.Since(t0)))
+				cpus[i], syscalls[i] = append(cpus[i], cpu), append(syscalls[i], sys)
 			}
 		}
 	}
 	for i, r := range rs {
 		if len(cpus[i]) > 0 {
-			r.CPU = medianSplit(cpus[i])
+			r.CPU, r.Syscalls = medianSplit(cpus[i]), medianSplit(syscalls[i])
 		}
 		r.summarize()
 		b.results = append(b.results, r)
@@ -191,6 +194,28 @@ func (b *bench) record(row, variant string, u unit, v float64, note string) {
 	r.summarize()
 	b.results = append(b.results, r)
 	b.logf("%-40s %-34s %s", row, variant, formatValue(u.Name, v))
+}
+
+// printSplits prints, under title, the split that split returns for each result that has one, times scale.
+func (b *bench) printSplits(w io.Writer, title string, scale float64, split func(*result) *cpuSplit) {
+	fmt.Fprintln(w, title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "row\tcontender\tcaller\tNATS server\tworkers\ttotal\t")
+	last := ""
+	for _, r := range b.byRow() {
+		c := split(r)
+		if c == nil {
+			continue
+		}
+		row := r.Row
+		if row == last {
+			row = ""
+		}
+		last = r.Row
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", row, r.Variant, scale*c.Caller, scale*c.Server,
+			scale*c.Workers, scale*c.total())
+	}
+	tw.Flush()
 }
 
 func (b *bench) hasCPU() bool {
@@ -337,23 +362,10 @@ func (b *bench) report(w io.Writer) {
 	tw.Flush()
 
 	if b.hasCPU() {
-		fmt.Fprintln(w, "\nCPU time per call by process, µs (medians; workers: natsfleet workers or agents, responders, micro services, limits clients)")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "row\tcontender\tcaller\tNATS server\tworkers\ttotal\t")
-		last = ""
-		for _, r := range b.byRow() {
-			if r.CPU == nil {
-				continue
-			}
-			row := r.Row
-			if row == last {
-				row = ""
-			}
-			last = r.Row
-			c := r.CPU
-			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", row, r.Variant, c.Caller, c.Server, c.Workers, c.total())
-		}
-		tw.Flush()
+		b.printSplits(w, "\nCPU time per call by process, µs (medians; workers: natsfleet workers or agents, responders, micro services, limits clients)",
+			1, func(r *result) *cpuSplit { return r.CPU })
+		b.printSplits(w, "\nread and write syscalls per 100 calls by process (medians; from /proc/PID/io)",
+			100, func(r *result) *cpuSplit { return r.Syscalls })
 	}
 	if rs := b.ratios(); len(rs) > 0 {
 		fmt.Fprintln(w, "\nratios of medians")

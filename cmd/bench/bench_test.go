@@ -154,7 +154,8 @@ func TestRunSmoke(t *testing.T) {
 	t.Logf("took %v", time.Since(start))
 	text := out.String()
 	for _, want := range []string{rowThreadSeq, cAnts, rowBalancer("least_active"), rowMemLimit, rowProcSeq, cMicro1,
-		"CPU time per call by process", "thread seq: natsfleet time / raw pool time",
+		"CPU time per call by process", "read and write syscalls per 100 calls by process",
+		"thread seq: natsfleet time / raw pool time",
 		"process seq: natsfleet time / micro time", "balancer random: 4,096 / 4 workers time",
 		"process pipelined 1024: natsfleet / micro throughput", "fleet pipelined 256: natsfleet fleet / raw throughput"} {
 		if !strings.Contains(text, want) {
@@ -182,8 +183,13 @@ func TestRunSmoke(t *testing.T) {
 		if r.Median <= 0 || len(r.Values) != 1 {
 			t.Errorf("result %+v", r)
 		}
-		if overNATS := strings.HasPrefix(r.Row, "process") || strings.HasPrefix(r.Row, "fleet"); overNATS != (r.CPU != nil) {
-			t.Errorf("%s / %s: CPU split %v", r.Row, r.Variant, r.CPU)
+		overNATS := strings.HasPrefix(r.Row, "process") || strings.HasPrefix(r.Row, "fleet")
+		if overNATS != (r.CPU != nil) || overNATS != (r.Syscalls != nil) {
+			t.Errorf("%s / %s: CPU split %v, syscalls split %v", r.Row, r.Variant, r.CPU, r.Syscalls)
+		}
+		// Every call over NATS costs its caller a write and a read at least once per batch.
+		if overNATS && r.Syscalls != nil && (r.Syscalls.Caller <= 0 || r.Syscalls.Server <= 0) {
+			t.Errorf("%s / %s: syscalls per call %+v", r.Row, r.Variant, *r.Syscalls)
 		}
 	}
 	if doc.Machine.CPUs < 1 || doc.Machine.GoVersion == "" || len(doc.Ratios) == 0 {

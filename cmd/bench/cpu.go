@@ -10,8 +10,11 @@ import (
 	"time"
 )
 
-// cpuTimes are CPU times (user + system) of the processes behind one contender.
-type cpuTimes struct{ caller, server, workers time.Duration }
+// cpuTimes are CPU times (user + system) of the processes behind one contender, and their read and write syscalls.
+type cpuTimes struct {
+	caller, server, workers          time.Duration
+	callerSys, serverSys, workersSys int64
+}
 
 // clockTick is the unit of /proc/PID/stat's CPU times: USER_HZ, 100 on every Linux this runs on.
 const clockTick = 10 * time.Millisecond
@@ -19,23 +22,46 @@ const clockTick = 10 * time.Millisecond
 func (b *bench) cpuTimes(workers []int) cpuTimes {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	t := cpuTimes{caller: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
+	t := cpuTimes{caller: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), callerSys: procSyscalls(os.Getpid())}
 	if b.srv != nil {
-		t.server = procCPU(b.srv.pid())
+		t.server, t.serverSys = procCPU(b.srv.pid()), procSyscalls(b.srv.pid())
 	}
 	for _, pid := range workers {
 		t.workers += procCPU(pid)
+		t.workersSys += procSyscalls(pid)
 	}
 	return t
 }
 
 func (t cpuTimes) since(u cpuTimes) cpuTimes {
-	return cpuTimes{t.caller - u.caller, t.server - u.server, t.workers - u.workers}
+	return cpuTimes{t.caller - u.caller, t.server - u.server, t.workers - u.workers,
+		t.callerSys - u.callerSys, t.serverSys - u.serverSys, t.workersSys - u.workersSys}
 }
 
-func (t cpuTimes) perCall(calls float64) cpuSplit {
+// perCall is CPU time per call, in µs, and syscalls per call.
+func (t cpuTimes) perCall(calls float64) (cpu, sys cpuSplit) {
 	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / calls }
-	return cpuSplit{Caller: us(t.caller), Server: us(t.server), Workers: us(t.workers)}
+	per := func(n int64) float64 { return float64(n) / calls }
+	return cpuSplit{Caller: us(t.caller), Server: us(t.server), Workers: us(t.workers)},
+		cpuSplit{Caller: per(t.callerSys), Server: per(t.serverSys), Workers: per(t.workersSys)}
+}
+
+// procSyscalls is the number of read and write syscalls a process made (syscr + syscw in /proc/PID/io; 0 when it is
+// gone): each message a process sends or receives costs it some, and a wake-up each.
+func procSyscalls(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		if k == "syscr" || k == "syscw" {
+			c, _ := strconv.ParseInt(v, 10, 64)
+			n += c
+		}
+	}
+	return n
 }
 
 // callsIn is how many calls a run with figure v in unit u made in el.
