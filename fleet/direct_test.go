@@ -259,6 +259,43 @@ func TestDirectWrappers(t *testing.T) {
 	}
 }
 
+// Every msgpack form of an integer decodes directly into an int or int64 parameter as the reflective decoder decodes
+// it; the encoder picks few of them, so the bodies are written out.
+func TestDirectArgDecodingIntegerForms(t *testing.T) {
+	t.Parallel()
+	bodies := [][]byte{
+		{0x91, 0x05},                               // positive fixint
+		{0x91, 0xfb},                               // negative fixint: -5
+		{0x91, 0xcc, 0xc8},                         // uint8 200
+		{0x91, 0xcd, 0xea, 0x60},                   // uint16 60000
+		{0x91, 0xce, 0xee, 0x6b, 0x28, 0x00},       // uint32 4e9
+		{0x91, 0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0},    // uint64 1<<63: the msgpack decoder's
+		{0x91, 0xd0, 0x80},                         // int8 -128
+		{0x91, 0xd1, 0xfe, 0xd4},                   // int16 -300
+		{0x91, 0xd2, 0xff, 0xfe, 0xee, 0x90},       // int32 -70000
+		{0x91, 0xd3, 0xff, 0xfc, 0, 0, 0, 0, 0, 0}, // int64 -1<<50
+		{0x91, 0xc0},                               // nil: the msgpack decoder's
+		{0x91, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0}, // float64 1.5: the msgpack decoder's
+	}
+	for _, method := range []string{"Double", "Wide"} {
+		m, err := shapesKind.Method(method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, body := range bodies {
+			got, ok := fleet.DirectArg(m, codec.Msgpack, body)
+			want, werr := codec.Msgpack.DecodeArgs(body, m.Params())
+			if ok != (werr == nil) {
+				t.Errorf("%s % x: decoded directly %v, reflective decoding error %v", method, body, ok, werr)
+				continue
+			}
+			if ok && !reflect.DeepEqual(got, want[0].Interface()) {
+				t.Errorf("%s % x: direct %#v, reflective %#v", method, body, got, want[0].Interface())
+			}
+		}
+	}
+}
+
 // TestDirectArgDecoding: a served worker decodes the argument of a direct method without reflection, to the very
 // value the reflective decoder gives, and leaves to that decoder every body it cannot decode.
 func TestDirectArgDecoding(t *testing.T) {
