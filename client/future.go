@@ -331,7 +331,13 @@ func (f *Future[T]) get() (T, error) {
 		rc.decoded = true
 		// Decoded into a T of its own, kept by pointer: an interface holds a pointer without another allocation.
 		v := new(T)
-		if err := rc.codec.Unmarshal(rc.raw, v); err != nil {
+		var err error
+		if x, ok := decodeInteger[T](rc.codec, rc.raw); ok {
+			*v = x
+		} else {
+			err = rc.codec.Unmarshal(rc.raw, v)
+		}
+		if err != nil {
 			rc.decErr = fmt.Errorf("client: decode result of %s into %T: %w", f.method, *v, err)
 		} else {
 			f.val = v
@@ -342,6 +348,15 @@ func (f *Future[T]) get() (T, error) {
 	}
 	var zero T
 	return zero, rc.decErr
+}
+
+// decodeInteger decodes an int or int64 result without the msgpack decoder (codec.DecodeInteger).
+func decodeInteger[T any](cd codec.Codec, raw []byte) (T, bool) {
+	if cd != codec.Msgpack {
+		var zero T
+		return zero, false
+	}
+	return codec.DecodeInteger[T](raw)
 }
 
 // local reads an in-process result as T: as it is, or coerced where Go would convert without loss.

@@ -142,3 +142,45 @@ func (r *Reader) Raw() ([]byte, error) {
 	r.off = end
 	return v, nil
 }
+
+// DecodeInteger decodes raw, one msgpack value, into a T that is an int or an int64, when raw is an integer in a form
+// that fits: the commonest arguments and results, decoded without the msgpack decoder's reflection and without an
+// allocation for the value decoded into. It reports false for any other T or value (a uint64, a nil, a float), which
+// the msgpack decoder then decodes or refuses.
+func DecodeInteger[T any](raw []byte) (a T, ok bool) {
+	var v int64
+	if len(raw) == 0 {
+		return a, false
+	}
+	switch c, n := raw[0], len(raw); {
+	case c <= 0x7f && n == 1: // positive fixint
+		v = int64(c)
+	case c >= 0xe0 && n == 1: // negative fixint
+		v = int64(int8(c))
+	case c == 0xcc && n == 2:
+		v = int64(raw[1])
+	case c == 0xcd && n == 3:
+		v = int64(binary.BigEndian.Uint16(raw[1:]))
+	case c == 0xce && n == 5:
+		v = int64(binary.BigEndian.Uint32(raw[1:]))
+	case c == 0xd0 && n == 2:
+		v = int64(int8(raw[1]))
+	case c == 0xd1 && n == 3:
+		v = int64(int16(binary.BigEndian.Uint16(raw[1:])))
+	case c == 0xd2 && n == 5:
+		v = int64(int32(binary.BigEndian.Uint32(raw[1:])))
+	case c == 0xd3 && n == 9:
+		v = int64(binary.BigEndian.Uint64(raw[1:]))
+	default:
+		return a, false
+	}
+	switch p := any(&a).(type) {
+	case *int:
+		*p = int(v)
+	case *int64:
+		*p = v
+	default:
+		return a, false
+	}
+	return a, true
+}

@@ -3,6 +3,7 @@ package codec_test
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -113,5 +114,45 @@ func TestReaderMalformed(t *testing.T) {
 		if !errors.Is(err, codec.ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want ErrMalformed with %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// DecodeInteger gives what msgpack gives for every integer form a Go integer type encodes to, and leaves everything
+// else to msgpack.
+func TestDecodeInteger(t *testing.T) {
+	t.Parallel()
+	values := []any{0, 5, -5, 127, 128, 255, 256, -32, -33, -128, -129, 60000, -300, -70000, int64(4e9),
+		int64(1) << 40, int64(-1) << 50, int64(math.MaxInt64), int64(math.MinInt64),
+		int8(-7), int16(-300), int32(-70000), uint8(200), uint16(60000), uint32(4e9)}
+	for _, v := range values {
+		raw, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want int64
+		if err := msgpack.Unmarshal(raw, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := codec.DecodeInteger[int64](raw); !ok || got != want {
+			t.Errorf("%T %v (% x): DecodeInteger[int64] = %d, %v; want %d", v, v, raw, got, ok, want)
+		}
+		if got, ok := codec.DecodeInteger[int](raw); !ok || int64(got) != want {
+			t.Errorf("%T %v (% x): DecodeInteger[int] = %d, %v; want %d", v, v, raw, got, ok, want)
+		}
+		if _, ok := codec.DecodeInteger[string](raw); ok {
+			t.Errorf("%T %v: decoded into a string", v, v)
+		}
+	}
+	for _, v := range []any{uint64(math.MaxUint64), nil, 1.5, "7", []byte{7}, true} {
+		raw, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := codec.DecodeInteger[int64](raw); ok {
+			t.Errorf("%T %v (% x): decoded as the integer %d", v, v, raw, got)
+		}
+	}
+	if _, ok := codec.DecodeInteger[int](nil); ok {
+		t.Error("decoded an empty value")
 	}
 }

@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"encoding/binary"
 	"reflect"
 	"unsafe"
 
@@ -182,50 +181,12 @@ func decodeArg[A any](body []byte) (any, bool) {
 	if err != nil || r.Len() != 0 {
 		return nil, false
 	}
-	if a, ok := decodeInt[A](raw); ok {
+	if a, ok := codec.DecodeInteger[A](raw); ok {
 		return a, true
 	}
 	var a A
 	if codec.Msgpack.Unmarshal(raw, &a) != nil {
 		return nil, false
-	}
-	return a, true
-}
-
-// decodeInt decodes raw, one msgpack value, into an int or int64 A when it is an integer of a form that fits,
-// without the msgpack decoder, which would also cost an allocation for the A it decodes into. Anything else (an A of
-// another type, a uint64, a nil) it leaves to that decoder.
-func decodeInt[A any](raw []byte) (a A, ok bool) {
-	var v int64
-	switch c, n := raw[0], len(raw); {
-	case c <= 0x7f && n == 1: // positive fixint
-		v = int64(c)
-	case c >= 0xe0 && n == 1: // negative fixint
-		v = int64(int8(c))
-	case c == 0xcc && n == 2:
-		v = int64(raw[1])
-	case c == 0xcd && n == 3:
-		v = int64(binary.BigEndian.Uint16(raw[1:]))
-	case c == 0xce && n == 5:
-		v = int64(binary.BigEndian.Uint32(raw[1:]))
-	case c == 0xd0 && n == 2:
-		v = int64(int8(raw[1]))
-	case c == 0xd1 && n == 3:
-		v = int64(int16(binary.BigEndian.Uint16(raw[1:])))
-	case c == 0xd2 && n == 5:
-		v = int64(int32(binary.BigEndian.Uint32(raw[1:])))
-	case c == 0xd3 && n == 9:
-		v = int64(binary.BigEndian.Uint64(raw[1:]))
-	default:
-		return a, false
-	}
-	switch p := any(&a).(type) {
-	case *int:
-		*p = int(v)
-	case *int64:
-		*p = v
-	default:
-		return a, false
 	}
 	return a, true
 }
