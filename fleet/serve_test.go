@@ -802,6 +802,26 @@ func TestServeSharedLimits(t *testing.T) {
 	}
 }
 
+// rawResponder answers every request on bench.raw, on nc, with the very reply a served DataProcessor sends for
+// Process(42), and returns that reply.
+func rawResponder(b *testing.B, nc *nats.Conn) *nats.Msg {
+	b.Helper()
+	reply := nats.NewMsg("")
+	reply.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+	reply.Header.Set(codec.HeaderStatus, codec.StatusOK)
+	reply.Header.Set(codec.HeaderContentType, codec.ContentTypeMsgpack)
+	reply.Data = mustMarshal(b, codec.Msgpack, 420)
+	sub, err := nc.Subscribe("bench.raw", func(m *nats.Msg) { _ = m.RespondMsg(reply) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		b.Fatal(err)
+	}
+	return reply
+}
+
 // BenchmarkServeRoundTrip compares a call to a served worker with a raw NATS responder that answers the same
 // request bytes with the same reply bytes, over the same server and connections. raw and served report each alone
 // (allocations include the requesting side, which both share); interleaved alternates them in one loop, so machine
@@ -814,16 +834,7 @@ func BenchmarkServeRoundTrip(b *testing.B) {
 	served := callMsg(subjects.Worker(h.ID()), "Process", "", args(b, 42))
 	served.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
 
-	rawReply := nats.NewMsg("")
-	rawReply.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
-	rawReply.Header.Set(codec.HeaderStatus, codec.StatusOK)
-	rawReply.Header.Set(codec.HeaderContentType, codec.ContentTypeMsgpack)
-	rawReply.Data = mustMarshal(b, codec.Msgpack, 420)
-	sub, err := wc.Subscribe("bench.raw", func(m *nats.Msg) { _ = m.RespondMsg(rawReply) })
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	rawReply := rawResponder(b, wc)
 	raw := callMsg("bench.raw", "Process", "", args(b, 42))
 	raw.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
 
@@ -926,19 +937,7 @@ func BenchmarkServePipelined(b *testing.B) {
 	wc := connect(b, s)
 	cc := connect(b, s)
 	h := serve(b, wc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
-	rawReply := nats.NewMsg("")
-	rawReply.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
-	rawReply.Header.Set(codec.HeaderStatus, codec.StatusOK)
-	rawReply.Header.Set(codec.HeaderContentType, codec.ContentTypeMsgpack)
-	rawReply.Data = mustMarshal(b, codec.Msgpack, 420)
-	sub, err := wc.Subscribe("bench.raw", func(m *nats.Msg) { _ = m.RespondMsg(rawReply) })
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		b.Fatal(err)
-	}
+	rawReply := rawResponder(b, wc)
 
 	run := func(b *testing.B, subject string) {
 		inbox := cc.NewRespInbox()
