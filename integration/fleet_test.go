@@ -41,19 +41,7 @@ func TestFleetModeSpawnsOnAgents(t *testing.T) {
 			t.Fatalf("placement %v, want 2 and 3 workers (each agent's capacity)", hosts)
 		}
 	}
-	futs := make([]*client.Future[int], 50)
-	for i := range futs {
-		futs[i] = client.Call[int](p, "Process", i)
-	}
-	got, err := client.Gather(context.Background(), futs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range got {
-		if v != 7*i {
-			t.Fatalf("Process(%d) = %d", i, v)
-		}
-	}
+	checkProcessed(t, submitProcess(p, 50), 7)
 	// The capacity is in use: a second pool asking for more than is free is refused.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -208,19 +196,7 @@ func TestThreeNodeCluster(t *testing.T) {
 	if len(pids) != 2 || !pids[agents[0].Process.Pid] || !pids[agents[1].Process.Pid] {
 		t.Fatalf("workers in processes %v, want the agents on nodes 2 and 3 (%d, %d)", pids, agents[0].Process.Pid, agents[1].Process.Pid)
 	}
-	futs := make([]*client.Future[int], 40)
-	for i := range futs {
-		futs[i] = client.Call[int](p, "Process", i)
-	}
-	got, err := client.Gather(context.Background(), futs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range got {
-		if v != 5*i {
-			t.Fatalf("Process(%d) = %d", i, v)
-		}
-	}
+	checkProcessed(t, submitProcess(p, 40), 5)
 	if tc := p.Stats().LoadBalancer.TotalCalls; len(tc) != 4 {
 		t.Fatalf("least total spread %v, want 10 calls on each of 4 workers", tc)
 	} else {

@@ -110,6 +110,29 @@ func newPool(t *testing.T, kind *fleet.Kind, opts client.Options, args ...any) *
 	return p
 }
 
+// submitProcess calls Process(0), …, Process(n-1) on p, a pool of DataProcessor, without waiting.
+func submitProcess(p *client.Pool, n int) []*client.Future[int] {
+	futs := make([]*client.Future[int], n)
+	for i := range futs {
+		futs[i] = client.Call[int](p, "Process", i)
+	}
+	return futs
+}
+
+// checkProcessed waits for the calls submitProcess made, to workers built with factor, and checks each result.
+func checkProcessed(t *testing.T, futs []*client.Future[int], factor int) {
+	t.Helper()
+	got, err := client.Gather(context.Background(), futs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != factor*i {
+			t.Fatalf("Process(%d) = %d, want %d", i, v, factor*i)
+		}
+	}
+}
+
 func result[T any](t *testing.T, f *client.Future[T]) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -104,19 +104,7 @@ func TestPipelinedCallsTravelInBatches(t *testing.T) {
 	result(t, client.Call[int](p, "Process", 1)) // the workers' heartbeats say they take batches
 	before := nc.Stats()
 	const n = 2000
-	futs := make([]*client.Future[int], n)
-	for i := range futs {
-		futs[i] = client.Call[int](p, "Process", i)
-	}
-	got, err := client.Gather(context.Background(), futs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range got {
-		if v != 3*i {
-			t.Fatalf("Process(%d) = %d", i, v)
-		}
-	}
+	checkProcessed(t, submitProcess(p, n), 3)
 	after := nc.Stats()
 	sent, received := after.OutMsgs-before.OutMsgs, after.InMsgs-before.InMsgs
 	// A backlog builds at once (2000 calls, 200 slots): most calls travel in batches, and so do their replies.
@@ -134,28 +122,13 @@ func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
 	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 2, Conn: nc}, 3)
 	result(t, client.Call[int](p, "Process", 1)) // the workers' heartbeats say they take batches
 	const n = 20
-	burst := func() []*client.Future[int] {
-		futs := make([]*client.Future[int], n)
-		for i := range futs {
-			futs[i] = client.Call[int](p, "Process", i)
-		}
-		return futs
-	}
 	// The first call alone, and a batch per worker. Without holding back, the first call to each worker would go
 	// alone (4 messages). A machine that stalls the burst past the batch delay sends more: the best of a few tries
 	// counts.
 	best := uint64(n)
 	for range 5 {
 		before := nc.Stats()
-		got, err := client.Gather(context.Background(), burst())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, v := range got {
-			if v != 3*i {
-				t.Fatalf("Process(%d) = %d", i, v)
-			}
-		}
+		checkProcessed(t, submitProcess(p, n), 3)
 		best = min(best, nc.Stats().OutMsgs-before.OutMsgs)
 		if best <= 3 {
 			break
@@ -164,18 +137,14 @@ func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
 	if best > 3 {
 		t.Fatalf("a burst of %d calls to 2 idle workers took at best %d messages, want 3", n, best)
 	}
-	futs := burst()
+	futs := submitProcess(p, n)
 	checkFor(t, 5*time.Second, func() error {
 		if s := p.Stats(); s.Pending != 0 {
 			return fmt.Errorf("%d calls nobody waits for still pending", s.Pending)
 		}
 		return nil
 	})
-	for i, f := range futs {
-		if v := result(t, f); v != 3*i {
-			t.Fatalf("Process(%d) = %d", i, v)
-		}
-	}
+	checkProcessed(t, futs, 3)
 }
 
 // procsProbe reports the GOMAXPROCS of the process it runs in.
