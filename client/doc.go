@@ -45,7 +45,7 @@
 // worker that still has a call to answer waits to go together with others in one message, until 128 of them wait or
 // the worker has answered everything it was sent, and at most 500 µs. A call to an idle worker goes at once, alone,
 // unless the pool has other calls pending: then it likely starts a burst, and it waits until a caller of the pool
-// waits for a call (Result, Done, Gather, Wait, AsCompleted) or the 500 µs pass, so that a loop submitting calls
+// waits for a call (Result, Done, OnDone, Gather, Wait, AsCompleted) or the 500 µs pass, so that a loop submitting calls
 // sends each worker one batch. The worker answers a batch in messages of up to 128 replies, at least every
 // millisecond. A caller making one call at a time sends every call at once, alone.
 //
@@ -62,7 +62,15 @@
 //	fetched := client.Call[Document](fetchers, "Fetch", url)
 //	stored := client.Call[string](storers, "Store", client.Call[Document](processors, "Process", fetched))
 //
-// Gather, Wait and AsCompleted work on futures of any pools.
+// Gather, Wait and AsCompleted work on futures of any pools. OnDone hands a future's result to a callback when the call
+// completes, so a caller can keep a fixed number of calls in flight, starting one as each finishes, without a
+// goroutine per call:
+//
+//	sem := make(chan struct{}, 256)
+//	for _, doc := range docs {
+//		sem <- struct{}{}
+//		client.Call[int](pool, "Process", doc).OnDone(func(n int, err error) { record(n, err); <-sem })
+//	}
 //
 // # Errors
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/natsfleet/natsfleet/balancer"
@@ -193,4 +194,28 @@ func Example_panic() {
 	// Output:
 	// true fleet: method panicked: demo: unlucky value
 	// 42 <nil>
+}
+
+// OnDone keeps a window of calls in flight, starting the next as each finishes, with no goroutine per call.
+func ExampleFuture_OnDone() {
+	pool, _ := client.New(context.Background(), demo.DataProcessorKind, client.Options{MaxWorkers: 4}, 10)
+	defer pool.Close()
+
+	var sum, failed atomic.Int64
+	sem := make(chan struct{}, 8) // at most 8 calls in flight
+	for i := range 100 {
+		sem <- struct{}{}
+		client.Call[int](pool, "Process", i).OnDone(func(v int, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			sum.Add(int64(v))
+			<-sem // the callback runs in the worker's goroutine: quick, never blocking
+		})
+	}
+	for range cap(sem) {
+		sem <- struct{}{} // every slot back: every callback has run
+	}
+	fmt.Println("sum:", sum.Load(), "failed:", failed.Load())
+	// Output: sum: 49500 failed: 0
 }

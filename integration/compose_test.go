@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +135,48 @@ func TestGatherWaitAsCompletedInEveryMode(t *testing.T) {
 				t.Fatalf("Gather past its deadline = %v, want DeadlineExceeded", err)
 			}
 			late[0].Cancel()
+		})
+	}
+}
+
+// A window of calls kept in flight with OnDone, one started as each finishes, gets every result and every error, in
+// every mode: a remote call's callback runs in the goroutine reading the pool's replies.
+func TestOnDoneWindowInEveryMode(t *testing.T) {
+	const calls, window = 300, 32
+	for _, mode := range allModes {
+		t.Run(string(mode), func(t *testing.T) {
+			risky := newPool(t, demo.RiskyWorkerKind, modeOptions(t, mode))
+			sem := make(chan struct{}, window)
+			var ok, failed, wrong atomic.Int64
+			for i := range calls {
+				v := i + 1
+				if i%10 == 0 {
+					v = -v
+				}
+				sem <- struct{}{}
+				client.Call[int](risky, "RiskyOperation", v).OnDone(func(got int, err error) {
+					switch {
+					case v > 0 && err == nil && got == 2*v:
+						ok.Add(1)
+					case v < 0 && errors.Is(err, demo.ErrNegative) && got == 0:
+						failed.Add(1)
+					default:
+						wrong.Add(1)
+					}
+					<-sem
+				})
+			}
+			timeout := time.After(20 * time.Second)
+			for range window {
+				select {
+				case sem <- struct{}{}:
+				case <-timeout:
+					t.Fatalf("callbacks missing after 20s: %d ok, %d failed so far", ok.Load(), failed.Load())
+				}
+			}
+			if ok.Load() != 270 || failed.Load() != 30 || wrong.Load() != 0 {
+				t.Fatalf("%d ok, %d failed, %d wrong; want 270, 30, 0", ok.Load(), failed.Load(), wrong.Load())
+			}
 		})
 	}
 }
