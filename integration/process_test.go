@@ -147,6 +147,30 @@ func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
 	checkProcessed(t, futs, 3)
 }
 
+// A call behind an unanswered one waits in the outbox for company only briefly: it leaves long before the worker
+// answers the call ahead of it, and the worker runs it next.
+func TestBacklogCallLeavesBeforeTheAnswerAhead(t *testing.T) {
+	srv := startServer(t, broker.EmbeddedOptions{})
+	nc := connect(t, srv.ClientURL())
+	p := newPool(t, demo.SlowWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 1, Conn: nc})
+	result(t, client.Call[demo.Identity](p, "Process", time.Millisecond)) // the heartbeats say it takes batches
+	before := nc.Stats().OutMsgs
+	start := time.Now()
+	slow := client.Call[demo.Identity](p, "Process", 2*time.Second)
+	next := client.Call[demo.Identity](p, "Process", time.Millisecond)
+	checkFor(t, time.Second, func() error {
+		if sent := nc.Stats().OutMsgs - before; sent < 2 {
+			return fmt.Errorf("%d call messages sent, want 2: the second call still waits for the first's answer", sent)
+		}
+		return nil
+	})
+	if d := time.Since(start); d >= 2*time.Second {
+		t.Fatalf("the second call left after %s, not before the first was answered", d)
+	}
+	result(t, slow)
+	result(t, next)
+}
+
 // procsProbe reports the GOMAXPROCS of the process it runs in.
 type procsProbe struct{}
 
