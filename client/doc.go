@@ -42,14 +42,14 @@
 //
 // Under load, calls to one worker travel in batches, so the fleet pays NATS's per-message cost (the server's routing,
 // each process's reads, writes and wake-ups) once per batch. As Nagle's algorithm does for TCP segments, a call to a
-// worker that still has a call to answer waits to go together with others in one message, until 128 of them wait or
-// the worker has answered everything it was sent, and at most 50 µs (as a Kafka producer's linger): enough for a
-// loop submitting calls to gather dozens, and short enough that the worker need not idle between batches while the
-// caller hears of its last replies. A call to an idle worker goes at once, alone,
-// unless the pool has other calls pending: then it likely starts a burst, and it waits until a caller of the pool
-// waits for a call (Result, Done, OnDone, Gather, Wait, AsCompleted) or the 500 µs pass, so that a loop submitting calls
-// sends each worker one batch. The worker answers a batch in messages of up to 128 replies, at least every
-// millisecond. A caller making one call at a time sends every call at once, alone.
+// worker that still has a call to answer waits to go together with others in one message, until 128 of them wait or the
+// worker has answered everything it was sent, and at most 50 µs (as a Kafka producer's linger): enough for a loop
+// submitting calls to gather dozens, and short enough that the worker need not idle between batches while the caller
+// hears of its last replies. A call to an idle worker goes at once, alone, unless the pool has other calls pending:
+// then it likely starts a burst, and it waits until a caller of the pool waits for a call (Result, Done, OnDone,
+// Gather, Wait, AsCompleted) or the 500 µs pass, so that a loop submitting calls sends each worker one batch. The
+// worker answers a batch in messages of up to 128 replies, at least every millisecond. A caller making one call at a
+// time sends every call at once, alone.
 //
 // A Process-mode child runs with GOMAXPROCS 1 (Options.ChildMaxProcs): it runs one worker's calls one at a time, and
 // its siblings share the machine's CPUs. Raise it for methods that run goroutines in parallel.
