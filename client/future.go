@@ -302,7 +302,8 @@ func (f *Future[T]) Result(ctx context.Context) (T, error) {
 // OnDone arranges for fn to receive the call's result once the call is done, as concurry's add_done_callback does:
 // at once, in the calling goroutine, when it already is; otherwise in the goroutine that completes the call: the
 // worker's in thread mode, the one reading the pool's replies in process and fleet modes. So fn must be quick and
-// must not block, as a nats.go message handler must not: hand slow work to a goroutine of your own. A future's
+// must not block, as a nats.go message handler must not; in particular it must not wait for another remote call,
+// whose reply would come through the goroutine it holds. Hand slow work to a goroutine of your own. A future's
 // callbacks run in the order they were registered, after its Done channel is closed; Stop, which waits for the calls
 // it accepted, waits for the callbacks registered by then too. OnDone counts as waiting for the call: calls held
 // back to travel together with it leave at once.
