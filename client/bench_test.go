@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -117,4 +119,30 @@ func BenchmarkPipelined(b *testing.B) {
 		}
 		flush()
 	})
+}
+
+// BenchmarkProcessCallers measures goroutines that each make one call at a time to a pool of 4 process workers: the
+// pattern of a program fanning out requests from many goroutines, where calls held back for company cost each caller
+// latency and gain the pool batches.
+func BenchmarkProcessCallers(b *testing.B) {
+	p, err := client.New(context.Background(), demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 4}, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	for _, callers := range []int{1, 16, 64} {
+		b.Run(strconv.Itoa(callers), func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism((callers + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+			b.RunParallel(func(pb *testing.PB) {
+				for i := 0; pb.Next(); i++ {
+					if v, err := client.Call[int](p, "Process", i).Result(ctx); err != nil || v != i*10 {
+						b.Error(v, err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

@@ -54,6 +54,7 @@ type remoteCall struct {
 	attempt  int32 // retries: attempts made
 	urgent   bool  // Broadcast: run at once, beside the worker's current call, on its control subject
 	decoded  bool  // raw has been decoded, under call.mu
+	endsRun  bool  // the last call of its worker's run (batchRuns): its batch leaves with it
 }
 
 // deadlineHeader is the call's Fleet-Deadline value; "" for none.

@@ -128,11 +128,15 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 	if tok == fleet.ReplyBatchToken && msg.Header.Get(fleet.HeaderBatch) != "" {
 		batch, err := fleet.DecodeBatchReplies(m.batch[:0], msg.Data)
 		if err == nil {
+			var p *Pool
 			for _, r := range batch {
 				if n, err := strconv.ParseUint(r.Token, 36, 64); err == nil {
-					m.deliver(n, r.Status, codec.Msgpack, r.Body)
+					if c := m.deliver(n, r.Status, codec.Msgpack, r.Body); c != nil {
+						p = c.pool
+					}
 				}
 			}
+			p.replied(len(batch))
 		} // else the calls it answered fail when their worker is found lost
 		clear(batch) // the bodies belong to the calls now
 		m.batch = batch[:0]
@@ -155,25 +159,28 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 			return
 		}
 	}
-	m.deliver(n, status, cd, msg.Data)
+	if c := m.deliver(n, status, cd, msg.Data); c != nil {
+		c.pool.replied(1)
+	}
 }
 
-// deliver hands one reply (alone in its message or out of a batch) to call n.
-func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte) {
+// deliver hands one reply (alone in its message or out of a batch) to call n, and returns the call it answered, if
+// any.
+func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte) *call {
 	if status == codec.StatusProgress {
 		c := m.lookup(n, false)
 		if c == nil || c.Progress == nil {
-			return
+			return nil
 		}
 		var ev codec.Progress
 		if err := codec.Msgpack.Unmarshal(data, &ev); err == nil {
 			c.Progress(ev)
 		}
-		return
+		return nil
 	}
 	c := m.lookup(n, true)
 	if c == nil {
-		return // cancelled, lost or timed out already
+		return nil // cancelled, lost or timed out already
 	}
 	switch status {
 	case codec.StatusOK:
@@ -185,7 +192,7 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 		var e codec.Error
 		if err := cd.Unmarshal(data, &e); err != nil {
 			c.complete(nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
-			return
+			return c
 		}
 		c.remoteReply(cd, nil, fleet.DecodeError(e))
 	case "503":
@@ -193,4 +200,5 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 	default:
 		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
 	}
+	return c
 }

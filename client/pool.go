@@ -71,6 +71,8 @@ type Pool struct {
 	left           atomic.Int64
 	_              [56]byte
 	snap           atomic.Pointer[[]handle]
+	live           atomic.Int32 // workers in rotation
+	runs           *batchRuns   // remote modes: calls go to workers in runs
 	onDemandActive int
 	onDemandTotal  uint64
 	onDemand       map[handle]struct{}
@@ -214,6 +216,13 @@ func (p *Pool) removeLocked(i int) {
 func (p *Pool) publishSlotsLocked() {
 	s := append([]handle(nil), p.slots...)
 	p.snap.Store(&s)
+	n := 0
+	for _, h := range s {
+		if h != nil {
+			n++
+		}
+	}
+	p.live.Store(int32(n))
 }
 
 // enter counts an accepted call; it fails once the pool is stopping.
@@ -428,7 +437,7 @@ func (p *Pool) accept(c *call, counted bool) {
 		return
 	}
 	if p.direct {
-		slot, ok := p.bal.Pick(0)
+		slot, ok := p.pick(c, 0)
 		if !ok {
 			c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
 			return
@@ -465,12 +474,28 @@ func (p *Pool) pickLocked(c *call) (handle, bool) {
 		p.onDemandWG.Add(1)
 		return nil, true
 	}
-	slot, ok := p.bal.Pick(p.limit)
+	slot, ok := p.pick(c, p.limit)
 	if !ok {
 		return nil, false
 	}
 	c.slot = int32(slot)
 	return p.slots[slot], true
+}
+
+// pick has the balancer choose c's worker among those with fewer than limit calls in flight (0: no cap); calls to
+// batching workers go in runs (batchRuns).
+func (p *Pool) pick(c *call, limit int) (int, bool) {
+	if p.runs == nil || c.rc == nil {
+		return p.bal.Pick(limit)
+	}
+	pending := p.pending()
+	if pending == 1 {
+		p.runs.wake(time.Now().UnixNano())
+	}
+	run, whole := p.runs.size(pending, int(p.live.Load()))
+	slot, last, ok := p.bal.PickRun(limit, run)
+	c.rc.endsRun = last && whole
+	return slot, ok
 }
 
 func (p *Pool) dispatch(h handle, c *call) {

@@ -88,6 +88,7 @@ type remoteHandle struct {
 func newRemoteBackend(ctx context.Context, p *Pool, args []any, attach bool) (*remoteBackend, error) {
 	be := &remoteBackend{pool: p, nc: p.opts.Conn, attach: attach, subj: broker.Subjects{Prefix: p.opts.Prefix},
 		handles: make(map[string]*remoteHandle), quit: make(chan struct{}), monDone: make(chan struct{})}
+	p.runs = newBatchRuns()
 	if be.nc == nil {
 		if p.opts.Mode != Process {
 			return nil, fmt.Errorf("%w: %s mode needs Options.Conn", ErrInvalidOptions, p.opts.Mode)
@@ -448,17 +449,19 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 	h.outMu.Lock()
 	if h.flushing {
 		h.outbox = append(h.outbox, c)
-		if len(h.outbox) == batchChunk {
+		if c.rc.endsRun {
+			backlog = 0 // the run is complete: nothing will join the batch
+		} else if len(h.outbox) < batchChunk {
 			h.outMu.Unlock()
-			h.flushEarly(backlog)
 			return
 		}
 		h.outMu.Unlock()
+		h.flushEarly(backlog)
 		return
 	}
 	h.flushing = true
 	cork := backlog < batchBacklog && h.be.pool.pending() > 1
-	if backlog >= batchBacklog || cork {
+	if (backlog >= batchBacklog || cork) && !c.rc.endsRun {
 		h.outbox = append(h.outbox, c)
 		h.armed = true
 		delay := batchDelay

@@ -114,6 +114,82 @@ func TestPipelinedCallsTravelInBatches(t *testing.T) {
 	t.Logf("%d calls: %d messages out, %d in", n, sent, received)
 }
 
+// A caller keeping calls in flight and waiting for them in order (a ring of futures) hands them to round-robin
+// workers in runs, a stretch of consecutive calls per worker, instead of one call to each worker in turn; the
+// workers still share the calls evenly.
+func TestPipelinedCallsGoToWorkersInRuns(t *testing.T) {
+	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 2}, 3)
+	result(t, client.Call[int](p, "Process", 1)) // the workers' heartbeats say they take batches
+	const depth, warmup, n = 64, 1000, 4000
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ring := make([]*client.Future[demo.Identity], depth)
+	var workers []int
+	for i := range n + depth {
+		if f := ring[i%depth]; f != nil {
+			id, err := f.Result(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			workers = append(workers, id.Index)
+		}
+		if i < n {
+			ring[i%depth] = client.Call[demo.Identity](p, "WhoAmI")
+		}
+	}
+	steady := workers[warmup:]
+	switches, first := 0, 0
+	for i, w := range steady {
+		if i > 0 && w != steady[i-1] {
+			switches++
+		}
+		if w == steady[0] {
+			first++
+		}
+	}
+	// One call to each worker in turn switches workers at every call; runs of 32 (64 in flight on 2 workers) switch
+	// about 100 times.
+	if switches > len(steady)/4 {
+		t.Errorf("%d calls in a ring of %d switched workers %d times; want runs (at most %d switches)", len(steady), depth, switches, len(steady)/4)
+	}
+	if share := float64(first) / float64(len(steady)); share < 0.4 || share > 0.6 {
+		t.Errorf("worker %d ran %.0f%% of %d calls; want 40–60%%", steady[0], 100*share, len(steady))
+	}
+	t.Logf("%d calls, %d worker switches", len(steady), switches)
+}
+
+// Slow calls are still handed out one at a time: after a pipeline of short calls and a pause, a burst of slow calls
+// gives every worker the same number.
+func TestSlowBurstAfterPipelineSpreadsEvenly(t *testing.T) {
+	p := newPool(t, demo.SlowWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 4})
+	ring := make([]*client.Future[demo.Identity], 256)
+	for i := range 4000 {
+		if f := ring[i%len(ring)]; f != nil {
+			result(t, f)
+		}
+		ring[i%len(ring)] = client.Call[demo.Identity](p, "Process", time.Duration(0))
+	}
+	if _, err := client.Gather(context.Background(), ring); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // a pause: the pool has no call in flight
+	futs := make([]*client.Future[demo.Identity], 8)
+	for i := range futs {
+		futs[i] = client.Call[demo.Identity](p, "Process", 100*time.Millisecond)
+	}
+	ids, err := client.Gather(context.Background(), futs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[int]int{}
+	for _, id := range ids {
+		per[id.Index]++
+	}
+	if len(per) != 4 || per[0] != 2 || per[1] != 2 || per[2] != 2 || per[3] != 2 {
+		t.Fatalf("8 slow calls on 4 workers ran %v times per worker index; want 2 each", per)
+	}
+}
+
 // Calls submitted in a burst to idle workers wait for their caller to wait, then travel in one batch per worker; the
 // first goes at once, since nothing says a burst follows it. Calls nobody waits for leave by themselves.
 func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
