@@ -21,6 +21,20 @@ func ExampleNew() {
 	// Output: 0 1 2 3 4 0 1
 }
 
+func ExampleBalancer_PickRun() {
+	// Calls to three workers that take batches: each worker gets a run of four, sent as one batch after its last call.
+	b, _ := balancer.New(balancer.RoundRobin, 3, balancer.Options{})
+	for range 12 {
+		slot, last, _ := b.PickRun(0, 4)
+		fmt.Print(slot, " ")
+		if last {
+			fmt.Print("| ")
+		}
+	}
+	fmt.Println()
+	// Output: 0 0 0 0 | 1 1 1 1 | 2 2 2 2 |
+}
+
 func ExampleBalancer_Pick() {
 	// Three workers, at most two calls in flight on each (max_queued_tasks).
 	b, _ := balancer.New(balancer.LeastActive, 3, balancer.Options{})

@@ -51,6 +51,16 @@
 // worker answers a batch in messages of up to 128 replies, at least every millisecond. A caller making one call at a
 // time sends every call at once, alone.
 //
+// Round-robin and random pools of process and fleet workers hand calls out in runs: the worker picked gets the next
+// run calls, and the run's last call sends the batch (balancer.Balancer.PickRun). One call to each worker in turn
+// would put a slice of every burst on every worker, and a caller waiting for its calls in order (a ring of futures, a
+// pipeline) would wait for the slowest worker each time while the others idle. A run is the pool's recent peak of calls
+// in flight divided among its workers, at most 128, and less than twice the calls its workers lately answered per
+// reply message: slow calls, answered one at a time, still go one at a time, so a burst of them spreads evenly; after
+// a pause of 10 ms with no call in flight the runs start over from one call. Over many runs every worker gets its
+// share, as with one call at a time; Stats count calls as before. Least-active and least-total pools pick per call.
+// At 256 calls in flight on 4 process workers, runs raised throughput by about 30% (BENCHMARKS.md).
+//
 // A Process-mode child runs with GOMAXPROCS 1 (Options.ChildMaxProcs): it runs one worker's calls one at a time, and
 // its siblings share the machine's CPUs. Raise it for methods that run goroutines in parallel.
 //
