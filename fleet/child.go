@@ -63,6 +63,10 @@ func ServeIfChild() {
 }
 
 func runChild(encoded string, stdin io.Reader) error {
+	// Before the worker serves, so that a signal sent once it is seen serving cannot find Go's default (exit at once).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	b, err := base64.StdEncoding.DecodeString(encoded)
 	if err != nil {
 		return fmt.Errorf("fleet: %s: %w", EnvSpec, err)
@@ -82,9 +86,6 @@ func runChild(encoded string, stdin io.Reader) error {
 		return err
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	parentGone := make(chan struct{})
 	go func() {
 		// Nothing is ever written to the pipe: a read returns only when the parent closes it or dies.
