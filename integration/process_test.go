@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -185,7 +186,7 @@ func TestSlowBurstAfterPipelineSpreadsEvenly(t *testing.T) {
 	for _, id := range ids {
 		per[id.Index]++
 	}
-	if len(per) != 4 || per[0] != 2 || per[1] != 2 || per[2] != 2 || per[3] != 2 {
+	if want := map[int]int{0: 2, 1: 2, 2: 2, 3: 2}; !maps.Equal(per, want) {
 		t.Fatalf("8 slow calls on 4 workers ran %v times per worker index; want 2 each", per)
 	}
 }
