@@ -439,8 +439,9 @@ func (h *remoteHandle) send(c *call) {
 // the outbox until a caller of the pool waits for a call (uncork), so the burst travels as one batch. When a backlog
 // builds, calls wait in the handle's outbox and go together as one batch message, as soon as batchChunk calls wait or
 // the worker has answered everything it was sent (flushEarly), and at the latest after batchDelay, so NATS's
-// per-message cost is paid once per batch. Senders combine too: a call published while another goroutine is sending
-// to this worker joins the outbox and that goroutine sends it.
+// per-message cost is paid once per batch. The last call of a whole run (batchRuns) sends what waits at once, held back
+// or not: no call of the pool's burst will join it. Senders combine too: a call published while another goroutine is
+// sending to this worker joins the outbox and that goroutine sends it.
 func (h *remoteHandle) publish(c *call, backlog int) {
 	if hb := h.beat.Load(); c.rc.urgent || hb == nil || !hb.Batches {
 		h.publishOne(c)
