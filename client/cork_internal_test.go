@@ -43,3 +43,24 @@ func TestCorkedHandlesListedOnce(t *testing.T) {
 		}
 	}
 }
+
+// A call's caller can have its result, and submit the next call, before the call is counted out of pending (which
+// Stop waits for): the guess that a call to an idle worker starts a burst must not count it.
+func TestInFlightExcludesCallsWhoseResultIsOut(t *testing.T) {
+	p, err := New(context.Background(), demo.DataProcessorKind, Options{Mode: Process, MaxWorkers: 1}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(context.Background())
+	type counts struct{ pending, inFlight int64 }
+	got := make(chan counts, 1)
+	Call[int](p, "Process", 1).OnDone(func(int, error) { got <- counts{p.pending(), p.inFlight()} })
+	select {
+	case c := <-got:
+		if c != (counts{pending: 1, inFlight: 0}) {
+			t.Fatalf("in the call's OnDone callback: pending %d, in flight %d; want 1, 0", c.pending, c.inFlight)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no result in 30s")
+	}
+}

@@ -63,13 +63,16 @@ type Pool struct {
 	counted  bool // completions are reported to the balancer (Balancer.NeedsDone)
 	stopping atomic.Bool
 	// Accepted and completed calls are counted apart, by the callers' goroutines and by the workers' respectively,
-	// each on a cache line of its own, so that neither side's writes evict what the other reads on every call
-	// (stopping, the other counter); pending is their difference.
+	// each side on a cache line of its own, so that neither side's writes evict what the other reads on every call
+	// (stopping, the other counter); pending is their difference. A completed call is counted twice: as finished when
+	// its outcome is set, and as left once its waiters have been told, which is what Stop waits for; its caller may
+	// submit the next call in between, and guesses about bursts (inFlight) must not count it then.
 	_              [64]byte
 	entered        atomic.Int64
 	_              [56]byte
 	left           atomic.Int64
-	_              [56]byte
+	finishedN      atomic.Int64
+	_              [48]byte
 	snap           atomic.Pointer[[]handle]
 	live           atomic.Int32 // workers in rotation
 	runs           *batchRuns   // remote modes: calls go to workers in runs
@@ -244,6 +247,10 @@ func (p *Pool) leave() {
 
 // pending is the number of accepted calls not completed.
 func (p *Pool) pending() int64 { return p.entered.Load() - p.left.Load() }
+
+// inFlight is the number of accepted calls whose outcome is not set yet: pending without the calls whose callers may
+// already have their results.
+func (p *Pool) inFlight() int64 { return p.entered.Load() - p.finishedN.Load() }
 
 // Call calls method on one of the pool's workers with args and returns its future at once. The future's value is
 // the method's result as any; client.Call gives a typed future.
@@ -488,11 +495,11 @@ func (p *Pool) pick(c *call, limit int) (int, bool) {
 	if p.runs == nil || c.rc == nil {
 		return p.bal.Pick(limit)
 	}
-	pending := p.pending()
-	if pending == 1 {
+	n := p.inFlight()
+	if n == 1 {
 		p.runs.wake(time.Now().UnixNano())
 	}
-	run, whole := p.runs.size(pending, int(p.live.Load()))
+	run, whole := p.runs.size(n, int(p.live.Load()))
 	slot, last, ok := p.bal.PickRun(limit, run)
 	c.rc.endsRun = last && whole
 	return slot, ok
@@ -509,6 +516,7 @@ func (p *Pool) dispatch(h handle, c *call) {
 // finished is called once per accepted call when it completes, before its outcome is published: it frees the call's
 // slot and dispatches what the freed slot makes room for. The call is counted out (leave) after publication.
 func (p *Pool) finished(c *call) {
+	p.finishedN.Add(1)
 	if c.rc != nil {
 		if h := c.rc.rh.Load(); h != nil {
 			h.sent(c)

@@ -461,7 +461,7 @@ func (h *remoteHandle) publish(c *call, backlog int) {
 		return
 	}
 	h.flushing = true
-	cork := backlog < batchBacklog && h.be.pool.pending() > 1
+	cork := backlog < batchBacklog && h.be.pool.inFlight() > 1
 	if (backlog >= batchBacklog || cork) && !c.rc.endsRun {
 		h.outbox = append(h.outbox, c)
 		h.armed = true
