@@ -22,7 +22,7 @@ type batchRuns struct {
 	// refills, and forgets a depth two spans after it ended. Updates race (a load, then a store); the figure only
 	// sizes runs.
 	peak, lastPeak atomic.Int64
-	replies        atomic.Int64
+	replies        atomic.Int64 // reply messages so far: every peakSpan of them starts a span
 	// perReply is a moving average of the calls answered per reply message, in sixteenths.
 	perReply atomic.Int64
 	// lastReply is when the last reply message came (Unix nanoseconds).
