@@ -7,17 +7,18 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // useKV proves JetStream works through nc: it creates a bucket, writes a key and reads it back.
@@ -51,7 +52,7 @@ func TestStartEmbedded(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := startEmbedded(t, broker.EmbeddedOptions{Port: tc.port, ServerName: "s-" + strings.ReplaceAll(tc.name, " ", "-")})
+			e := testutil.StartServer(t, broker.EmbeddedOptions{Port: tc.port, ServerName: "s-" + strings.ReplaceAll(tc.name, " ", "-")})
 			if !e.Server().JetStreamEnabled() {
 				t.Fatal("JetStream is not enabled")
 			}
@@ -90,8 +91,8 @@ func TestStartEmbedded(t *testing.T) {
 
 func TestEmbeddedFixedPort(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
-	e := startEmbedded(t, broker.EmbeddedOptions{Port: port})
+	port := testutil.FreePorts(t, 1)[0]
+	e := testutil.StartServer(t, broker.EmbeddedOptions{Port: port})
 	if want := fmt.Sprintf("nats://127.0.0.1:%d", port); e.ClientURL() != want {
 		t.Fatalf("ClientURL = %q, want %q", e.ClientURL(), want)
 	}
@@ -219,56 +220,20 @@ func TestStartEmbeddedBadOptions(t *testing.T) {
 	}
 }
 
-// peers counts the distinct servers s has routes to (NumRoutes counts connections, several per peer).
-func peers(s *server.Server) (int, error) {
-	rz, err := s.Routez(nil)
-	if err != nil {
-		return 0, err
-	}
-	ids := map[string]bool{}
-	for _, r := range rz.Routes {
-		ids[r.RemoteID] = true
-	}
-	return len(ids), nil
-}
-
-// startCluster starts three servers that form cluster "c". JetStream in a cluster needs configured routes from
-// the start, so the route ports are picked beforehand and every node gets the full list, its own URL included.
-func startCluster(t *testing.T) []*broker.Embedded {
-	t.Helper()
-	ports := freePorts(t, 3)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-	}
-	nodes := make([]*broker.Embedded, len(ports))
-	for i, p := range ports {
-		nodes[i] = startEmbedded(t, broker.EmbeddedOptions{
-			ServerName:  fmt.Sprintf("n%d", i+1),
-			ClusterName: "c",
-			ClusterPort: p,
-			Routes:      routes,
-		})
-		if nodes[i].ClusterURL() != routes[i] {
-			t.Fatalf("ClusterURL = %q, want %q", nodes[i].ClusterURL(), routes[i])
-		}
-	}
-	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		for _, n := range nodes {
-			if p, err := peers(n.Server()); err != nil || p != 2 {
-				return fmt.Errorf("%s has %d peers (%v), want 2; NumRoutes %d", n.Server().Name(), p, err, n.Server().NumRoutes())
-			}
-		}
-		return nil
-	})
-	return nodes
-}
-
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	nodes := startCluster(t)
+	nodes := testutil.StartCluster(t, 3, broker.EmbeddedOptions{})
 	conns := make([]*nats.Conn, len(nodes))
 	for i, n := range nodes {
+		// ClusterURL is the URL the other servers list in their routes: its own route port, on loopback.
+		vz, err := n.Server().Varz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("nats-route://127.0.0.1:%d", vz.Cluster.Port)
+		if n.ClusterURL() != want || !slices.Contains(vz.Cluster.URLs, strings.TrimPrefix(want, "nats-route://")) {
+			t.Fatalf("ClusterURL = %q, want %q, one of the routes %v", n.ClusterURL(), want, vz.Cluster.URLs)
+		}
 		nc, err := broker.Connect(broker.Options{URL: n.ClientURL()})
 		if err != nil {
 			t.Fatal(err)
@@ -285,7 +250,7 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Interest reaches node 1 over the route asynchronously: publish until node 3's subscriber gets a message.
-	checkFor(t, 10*time.Second, 0, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if err := conns[0].Publish("cross.node", []byte("from n1")); err != nil {
 			return err
 		}
@@ -308,7 +273,7 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	var kv jetstream.KeyValue
-	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
 		defer acancel()
 		kv, err = js1.CreateKeyValue(actx, jetstream.KeyValueConfig{Bucket: "replicated", Replicas: 3})
@@ -379,7 +344,7 @@ func TestAuth(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := startEmbedded(t, tc.server)
+			e := testutil.StartServer(t, tc.server)
 			tc.good.URL = e.ClientURL()
 			nc, err := broker.Connect(tc.good)
 			if err != nil {
@@ -422,7 +387,7 @@ func writeFile(t *testing.T, name string, data []byte) string {
 func TestTLS(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t)
-	e := startEmbedded(t, broker.EmbeddedOptions{TLSConfig: pki.serverConfig(t)})
+	e := testutil.StartServer(t, broker.EmbeddedOptions{TLSConfig: pki.serverConfig(t)})
 	url := e.ClientURL()
 	if !strings.HasPrefix(url, "tls://127.0.0.1:") {
 		t.Fatalf("ClientURL = %q, want tls://127.0.0.1:<port>", url)

@@ -14,54 +14,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/natsfleet/natsfleet/broker"
 )
-
-// startEmbedded starts a server with its store in t.TempDir() and shuts it down when the test ends.
-func startEmbedded(t *testing.T, opts broker.EmbeddedOptions) *broker.Embedded {
-	t.Helper()
-	if opts.StoreDir == "" {
-		opts.StoreDir = t.TempDir()
-	}
-	e, err := broker.StartEmbedded(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Shutdown)
-	return e
-}
-
-// checkFor polls f until it returns nil or timeout passes, then fails with f's last error.
-func checkFor(t *testing.T, timeout, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are picked, so they differ
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
-}
 
 // testPKI is a CA with a server certificate for 127.0.0.1 and a client certificate, written as PEM files.
 type testPKI struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // applied runs nats.go options over nats.go's defaults, as nats.Connect does.
@@ -78,7 +79,7 @@ func TestNATSOptionsErrors(t *testing.T) {
 
 func TestConnectErrorHidesCredentials(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0] // nothing listens there once freePorts returns
+	port := testutil.FreePorts(t, 1)[0] // nothing listens there once FreePorts returns
 	url := "nats://alice:s3cret@127.0.0.1:" + strconv.Itoa(port)
 	_, err := broker.Connect(broker.Options{URL: url + ",nats://tok@127.0.0.1:" + strconv.Itoa(port), ConnectTimeout: time.Second})
 	if err == nil {

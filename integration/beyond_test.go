@@ -13,6 +13,7 @@ import (
 
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 var pooledModes = []client.Mode{client.Thread, client.Process, client.Fleet}
@@ -49,7 +50,7 @@ func TestResize(t *testing.T) {
 			for i := range futs {
 				futs[i] = client.Call[demo.Identity](p, "Process", 150*time.Millisecond)
 			}
-			checkFor(t, 10*time.Second, func() error {
+			testutil.Eventually(t, 10*time.Second, func() error {
 				busy := 0
 				for i := range 4 {
 					if ws, err := p.WorkerStats(i); err == nil && ws.InFlight > 0 {
@@ -148,7 +149,7 @@ func TestUnhealthyWorkerIsReplaced(t *testing.T) {
 			opts.MaxWorkers = 2
 			opts.HealthCheck = client.HealthCheck{Method: "HealthCheck", Interval: 100 * time.Millisecond}
 			p := newPool(t, demo.HealthCheckedKind, opts)
-			checkFor(t, 10*time.Second, func() error {
+			testutil.Eventually(t, 10*time.Second, func() error {
 				ws, err := p.WorkerStats(0)
 				if err != nil || ws.Health == nil || !ws.Health.Healthy {
 					return fmt.Errorf("worker 0 health %+v (%v)", ws.Health, err)
@@ -160,7 +161,7 @@ func TestUnhealthyWorkerIsReplaced(t *testing.T) {
 				t.Fatal(err)
 			}
 			result(t, client.Call[any](p, "Break")) // round robin: worker 0
-			checkFor(t, 10*time.Second, func() error {
+			testutil.Eventually(t, 10*time.Second, func() error {
 				if n := p.Stats().Replaced; n != 1 {
 					return fmt.Errorf("%d workers replaced", n)
 				}

@@ -15,6 +15,7 @@ import (
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 var allModes = []client.Mode{client.Sync, client.Asyncio, client.Thread, client.Process, client.Fleet}
@@ -24,9 +25,9 @@ func modeOptions(t *testing.T, mode client.Mode) client.Options {
 	t.Helper()
 	opts := client.Options{Mode: mode}
 	if mode == client.Fleet {
-		srv := startServer(t, broker.EmbeddedOptions{})
+		srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 		startAgent(t, srv.ClientURL(), "--capacity", "8")
-		opts.Conn = connect(t, srv.ClientURL())
+		opts.Conn = testutil.Connect(t, srv.ClientURL())
 	}
 	if mode == client.Thread || mode == client.Process || mode == client.Fleet {
 		opts.MaxWorkers = 2
@@ -315,7 +316,7 @@ func TestCancelReachesTheWorker(t *testing.T) {
 			p := newPool(t, demo.SlowWorkerKind, opts)
 			waitInFlight := func(n int64, within time.Duration) {
 				t.Helper()
-				checkFor(t, within, func() error {
+				testutil.Eventually(t, within, func() error {
 					ws, err := p.WorkerStats(0)
 					if err != nil {
 						return err
@@ -412,7 +413,7 @@ func TestOnDemandPools(t *testing.T) {
 			if d := time.Since(start); d < 600*time.Millisecond {
 				t.Fatalf("6 calls capped at 2 at a time took %s, want ≥ 600ms", d)
 			}
-			checkFor(t, 10*time.Second, func() error {
+			testutil.Eventually(t, 10*time.Second, func() error {
 				s := p.Stats()
 				if s.OnDemandActive != 0 || s.TotalWorkers != 0 || s.LoadBalancer.TotalDispatched != 6 {
 					return fmt.Errorf("after the calls: %+v, want 0 active, 0 workers, 6 dispatched", s)
@@ -514,7 +515,7 @@ func TestProgressFromEveryMode(t *testing.T) {
 			if len(got) != 10 || got[9] != 20 {
 				t.Fatalf("ProcessItems = %v", got)
 			}
-			checkFor(t, 5*time.Second, func() error {
+			testutil.Eventually(t, 5*time.Second, func() error {
 				mu.Lock()
 				defer mu.Unlock()
 				if len(events) != 1 {
@@ -551,7 +552,7 @@ func TestProgressFromEveryMode(t *testing.T) {
 			if n := result(t, client.Call[int](slow, "Count", 200_000)); n != 200_000 {
 				t.Fatalf("Count = %d", n)
 			}
-			checkFor(t, 5*time.Second, func() error {
+			testutil.Eventually(t, 5*time.Second, func() error {
 				mu.Lock()
 				defer mu.Unlock()
 				for _, evs := range events {

@@ -18,13 +18,14 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 func TestSIGKILLWorkerMidCall(t *testing.T) {
 	p := newPool(t, demo.SlowWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 2, LoadBalancing: balancer.LeastActive})
 	slow := client.Call[demo.Identity](p, "Process", time.Minute)
 	var victim client.WorkerStats
-	checkFor(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		for i := range 2 {
 			if ws, err := p.WorkerStats(i); err == nil && ws.InFlight == 1 {
 				victim = ws
@@ -50,7 +51,7 @@ func TestSIGKILLWorkerMidCall(t *testing.T) {
 	if d := time.Since(killed); d > 3*time.Second {
 		t.Fatalf("loss detected after %s, want within 3 heartbeat intervals", d)
 	}
-	checkFor(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		if n := p.Stats().TotalWorkers; n != 2 {
 			return fmt.Errorf("%d workers, want a replacement to make 2", n)
 		}
@@ -68,19 +69,16 @@ func TestSIGKILLWorkerMidCall(t *testing.T) {
 
 func TestServerRestart(t *testing.T) {
 	store := t.TempDir()
-	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: store})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{StoreDir: store})
 	url := srv.ClientURL()
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(url, "nats://"))
-	nc := connect(t, url)
+	nc := testutil.Connect(t, url)
 	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 2, Conn: nc}, 3)
 	if got := result(t, client.Call[int](p, "Process", 2)); got != 6 {
 		t.Fatalf("before restart: %d", got)
 	}
 	srv.Shutdown()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if nc.IsConnected() {
 			return errors.New("client still connected")
 		}
@@ -88,15 +86,15 @@ func TestServerRestart(t *testing.T) {
 	})
 	var portN int
 	fmt.Sscan(port, &portN)
-	startServer(t, broker.EmbeddedOptions{StoreDir: store, Port: portN})
-	checkFor(t, 10*time.Second, func() error {
+	testutil.StartServer(t, broker.EmbeddedOptions{StoreDir: store, Port: portN})
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if !nc.IsConnected() {
 			return errors.New("client not reconnected")
 		}
 		return nil
 	})
 	// Workers reconnect by themselves; calls succeed again (a worker that came back too late is replaced).
-	checkFor(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		for i := range 4 {
@@ -116,8 +114,8 @@ func TestServerRestart(t *testing.T) {
 }
 
 func TestBadInputStraightToWorker(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
-	nc := connect(t, srv.ClientURL())
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, srv.ClientURL())
 	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 1, Conn: nc}, 10)
 	ws, err := p.WorkerStats(0)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"testing"
 	"time"
@@ -12,13 +11,14 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 func TestFleetModeSpawnsOnAgents(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	startAgent(t, srv.ClientURL(), "--capacity", "2")
 	startAgent(t, srv.ClientURL(), "--capacity", "3")
-	nc := connect(t, srv.ClientURL())
+	nc := testutil.Connect(t, srv.ClientURL())
 
 	// MaxWorkers 0 takes all the capacity the agents offer.
 	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Fleet, Conn: nc}, 7)
@@ -51,10 +51,10 @@ func TestFleetModeSpawnsOnAgents(t *testing.T) {
 }
 
 func TestAttachSeesWorkersJoinAndLeave(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	url := srv.ClientURL()
 	startAgent(t, url, "--capacity", "0", "--serve", "DataProcessor=2", "--args", "DataProcessor=[10]")
-	nc := connect(t, url)
+	nc := testutil.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p, err := client.Attach(ctx, nc, "DataProcessor", client.Options{LoadBalancing: "least_active"})
@@ -70,7 +70,7 @@ func TestAttachSeesWorkersJoinAndLeave(t *testing.T) {
 	}
 
 	late := startAgent(t, url, "--capacity", "0", "--serve", "DataProcessor=1", "--args", "DataProcessor=[10]")
-	checkFor(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := p.Stats().TotalWorkers; n != 3 {
 			return fmt.Errorf("%d workers, want 3 after one joined", n)
 		}
@@ -80,7 +80,7 @@ func TestAttachSeesWorkersJoinAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = late.Wait()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if n := p.Stats().TotalWorkers; n != 2 {
 			return fmt.Errorf("%d workers, want 2 after one died", n)
 		}
@@ -106,9 +106,9 @@ func TestAttachSeesWorkersJoinAndLeave(t *testing.T) {
 }
 
 func TestCallsFailFastWhenAllWorkersAreGone(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	agent := startAgent(t, srv.ClientURL(), "--capacity", "0", "--serve", "DataProcessor=2", "--args", "DataProcessor=[3]")
-	nc := connect(t, srv.ClientURL())
+	nc := testutil.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	p, err := client.Attach(ctx, nc, "DataProcessor", client.Options{})
@@ -136,40 +136,16 @@ func TestCallsFailFastWhenAllWorkersAreGone(t *testing.T) {
 	}
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
-}
-
 func TestThreeNodeCluster(t *testing.T) {
-	ports := freePorts(t, 3)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-	}
-	nodes := make([]*broker.Embedded, 3)
-	for i, p := range ports {
-		nodes[i] = startServer(t, broker.EmbeddedOptions{ServerName: fmt.Sprintf("n%d", i+1), ClusterName: "c",
-			ClusterPort: p, Routes: routes})
-	}
+	nodes := testutil.StartCluster(t, 3, broker.EmbeddedOptions{})
 	// The cluster is formed when a subscription on node 3 is seen from node 1.
-	nc3 := connect(t, nodes[2].ClientURL())
+	nc3 := testutil.Connect(t, nodes[2].ClientURL())
 	sub, err := nc3.SubscribeSync("probe")
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc1 := connect(t, nodes[0].ClientURL())
-	checkFor(t, 20*time.Second, func() error {
+	nc1 := testutil.Connect(t, nodes[0].ClientURL())
+	testutil.Eventually(t, 20*time.Second, func() error {
 		if err := nc1.Publish("probe", nil); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
@@ -79,8 +80,8 @@ func TestSharedResourceLimitAcrossProcesses(t *testing.T) {
 }
 
 func TestNamedLimitSetSharedByPools(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
-	nc := connect(t, srv.ClientURL())
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, srv.ClientURL())
 	set, err := limits.NewSet(limits.SetOptions{Name: "openai", Conn: nc}, limits.CallLimit{Window: time.Second, Capacity: 10})
 	if err != nil {
 		t.Fatal(err)

@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
-	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/client"
 	_ "github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
@@ -50,46 +48,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
-}
-
-// checkFor polls cond until it holds or the deadline passes.
-func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// startServer starts an embedded NATS server with JetStream for one test.
-func startServer(t *testing.T, opts broker.EmbeddedOptions) *broker.Embedded {
-	t.Helper()
-	if opts.StoreDir == "" {
-		opts.StoreDir = t.TempDir()
-	}
-	srv, err := broker.StartEmbedded(opts)
-	if err != nil {
-		t.Fatalf("start NATS: %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	return srv
-}
-
-func connect(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := broker.Connect(broker.Options{URL: url})
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 func newPool(t *testing.T, kind *fleet.Kind, opts client.Options, args ...any) *client.Pool {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 const envOrphanParent = "NATSFLEET_TEST_ORPHAN_PARENT"
@@ -70,7 +71,7 @@ func TestChildrenDieWithTheirParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		for _, pid := range pids {
 			// Signal 0 probes for the process; a zombie waiting for its reaper counts as gone.
 			if err := syscall.Kill(pid, 0); err == nil && !zombie(pid) {

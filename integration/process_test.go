@@ -18,6 +18,7 @@ import (
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 func TestProcessModeResultsAndErrors(t *testing.T) {
@@ -64,7 +65,7 @@ func TestProcessModeLeastActiveAvoidsBusyWorker(t *testing.T) {
 	p := newPool(t, demo.SlowWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 3, LoadBalancing: balancer.LeastActive})
 	slow := client.Call[demo.Identity](p, "Process", time.Minute)
 	busy := -1
-	checkFor(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		for i := range 3 {
 			if ws, err := p.WorkerStats(i); err == nil && ws.InFlight == 1 {
 				busy = i
@@ -83,7 +84,7 @@ func TestProcessModeLeastActiveAvoidsBusyWorker(t *testing.T) {
 	if !slow.Cancel() {
 		t.Fatal("slow call ended before Cancel")
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		ws, err := p.WorkerStats(busy)
 		if err != nil {
 			return err
@@ -99,8 +100,8 @@ func TestProcessModeLeastActiveAvoidsBusyWorker(t *testing.T) {
 }
 
 func TestPipelinedCallsTravelInBatches(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
-	nc := connect(t, srv.ClientURL())
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, srv.ClientURL())
 	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 2, Conn: nc}, 3)
 	result(t, client.Call[int](p, "Process", 1)) // the workers' heartbeats say they take batches
 	before := nc.Stats()
@@ -194,8 +195,8 @@ func TestSlowBurstAfterPipelineSpreadsEvenly(t *testing.T) {
 // Calls submitted in a burst to idle workers wait for their caller to wait, then travel in one batch per worker; the
 // first goes at once, since nothing says a burst follows it. Calls nobody waits for leave by themselves.
 func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
-	nc := connect(t, srv.ClientURL())
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, srv.ClientURL())
 	p := newPool(t, demo.DataProcessorKind, client.Options{Mode: client.Process, MaxWorkers: 2, Conn: nc}, 3)
 	result(t, client.Call[int](p, "Process", 1)) // the workers' heartbeats say they take batches
 	const n = 20
@@ -215,7 +216,7 @@ func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
 		t.Fatalf("a burst of %d calls to 2 idle workers took at best %d messages, want 3", n, best)
 	}
 	futs := submitProcess(p, n)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if s := p.Stats(); s.Pending != 0 {
 			return fmt.Errorf("%d calls nobody waits for still pending", s.Pending)
 		}
@@ -227,15 +228,15 @@ func TestBurstToIdleWorkersTravelsTogether(t *testing.T) {
 // A call behind an unanswered one waits in the outbox for company only briefly: it leaves long before the worker
 // answers the call ahead of it, and the worker runs it next.
 func TestBacklogCallLeavesBeforeTheAnswerAhead(t *testing.T) {
-	srv := startServer(t, broker.EmbeddedOptions{})
-	nc := connect(t, srv.ClientURL())
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, srv.ClientURL())
 	p := newPool(t, demo.SlowWorkerKind, client.Options{Mode: client.Process, MaxWorkers: 1, Conn: nc})
 	result(t, client.Call[demo.Identity](p, "Process", time.Millisecond)) // the heartbeats say it takes batches
 	before := nc.Stats().OutMsgs
 	start := time.Now()
 	slow := client.Call[demo.Identity](p, "Process", 2*time.Second)
 	next := client.Call[demo.Identity](p, "Process", time.Millisecond)
-	checkFor(t, time.Second, func() error {
+	testutil.Eventually(t, time.Second, func() error {
 		if sent := nc.Stats().OutMsgs - before; sent < 2 {
 			return fmt.Errorf("%d call messages sent, want 2: the second call still waits for the first's answer", sent)
 		}

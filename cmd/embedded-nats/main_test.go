@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,33 +20,18 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// checkFor polls f until it returns nil or timeout passes, then fails with f's last error.
-func checkFor(t *testing.T, timeout, interval time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
-
 // readyURL waits for a ready file and returns the URL in it.
 func readyURL(t *testing.T, path string) string {
 	t.Helper()
 	var url string
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(path)
 		url = strings.TrimSpace(string(b))
 		return err
@@ -92,24 +76,6 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to write from run's goroutine while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRun(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -120,14 +86,14 @@ func TestRun(t *testing.T) {
 	store := filepath.Join(dir, "store")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan int)
 	go func() {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-store", store, "-ready-file", ready}, &stdout, &stderr)
 	}()
 
 	var url string
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(ready)
 		if url = strings.TrimSpace(string(b)); err == nil && url == "nats://stale:1" {
 			return errors.New("stale ready file")
@@ -137,7 +103,7 @@ func TestRun(t *testing.T) {
 	if !strings.HasPrefix(url, "nats://127.0.0.1:") {
 		t.Fatalf("ready file holds %q", url)
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if got, want := stdout.String(), "embedded-nats: listening on "+url+"\n"; got != want {
 			return fmt.Errorf("stdout %q, want %q", got, want)
 		}
@@ -188,21 +154,6 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are picked, so they differ
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports
-}
-
 // TestClusterProcesses runs the built command three times as a cluster on loopback.
 func TestClusterProcesses(t *testing.T) {
 	t.Parallel()
@@ -212,14 +163,14 @@ func TestClusterProcesses(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	ports := freePorts(t, 3)
+	ports := testutil.FreePorts(t, 3)
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
 	type node struct {
 		cmd            *exec.Cmd
-		stdout, stderr syncBuffer
+		stdout, stderr testutil.SyncBuffer
 		ready          string
 		exited         chan struct{} // closed once waitErr is set
 		waitErr        error
@@ -271,7 +222,7 @@ func TestClusterProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The routes form and interest spreads asynchronously: publish until node 3's subscriber gets a message.
-	checkFor(t, 30*time.Second, 0, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		if err := nc1.Publish("cross", []byte("hi")); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsfleet/natsfleet/broker"
@@ -74,13 +75,31 @@ func StartCluster(t testing.TB, n int, base broker.EmbeddedOptions) []*broker.Em
 	}
 	Eventually(t, 30*time.Second, func() error {
 		for _, s := range nodes {
-			if got := s.Server().NumRoutes(); got < n-1 {
-				return fmt.Errorf("%s has %d routes, want %d", s.Server().Name(), got, n-1)
+			got, err := peers(s.Server())
+			if err != nil {
+				return err
+			}
+			if got != n-1 {
+				return fmt.Errorf("%s routes to %d servers, want %d (%d route connections)", s.Server().Name(), got, n-1, s.Server().NumRoutes())
 			}
 		}
 		return nil
 	})
 	return nodes
+}
+
+// peers counts the distinct servers s has routes to. NumRoutes counts route connections instead, several per peer
+// with route pooling, so it can reach n-1 before every peer is connected.
+func peers(s *server.Server) (int, error) {
+	rz, err := s.Routez(nil)
+	if err != nil {
+		return 0, err
+	}
+	ids := map[string]bool{}
+	for _, r := range rz.Routes {
+		ids[r.RemoteID] = true
+	}
+	return len(ids), nil
 }
 
 // FreePorts returns n distinct TCP ports free on loopback at the time of the call.

@@ -1,6 +1,8 @@
 package testutil_test
 
 import (
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -44,11 +46,30 @@ func TestRestartKeepsPortAndStore(t *testing.T) {
 	})
 }
 
+// Every node routes to each of the others, not merely over as many connections (route pooling opens several per
+// peer).
 func TestStartClusterRoutesEveryNode(t *testing.T) {
 	nodes := testutil.StartCluster(t, 3, broker.EmbeddedOptions{})
 	for _, n := range nodes {
 		if got := n.Server().NumRoutes(); got < 2 {
-			t.Errorf("%s routes to %d servers, want 2", n.Server().Name(), got)
+			t.Errorf("%s has %d route connections, want at least 2", n.Server().Name(), got)
+		}
+		rz, err := n.Server().Routez(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, r := range rz.Routes {
+			got[r.RemoteID] = true
+		}
+		want := map[string]bool{}
+		for _, o := range nodes {
+			if o != n {
+				want[o.Server().ID()] = true
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s routes to servers %v, want %v", n.Server().Name(), slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
 		}
 	}
 }
