@@ -12,6 +12,7 @@ import (
 
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // DiscoveryWindow is how long a pool listens for the answers of agents or standing workers it asked to report:
@@ -91,7 +92,7 @@ func (be *remoteBackend) planFleet(ctx context.Context) error {
 
 // spawnOnAgent asks an agent to start the worker: the planned one for the pool's first workers, the agent with the
 // most free capacity for replacements and on-demand workers.
-func (be *remoteBackend) spawnOnAgent(ctx context.Context, index int, spec fleet.WorkerSpec) (string, error) {
+func (be *remoteBackend) spawnOnAgent(ctx context.Context, index int, spec wire.WorkerSpec) (string, error) {
 	agent := ""
 	if be.plan != nil && index < len(be.plan) {
 		agent, be.plan[index] = be.plan[index], "" // a replacement at this index places itself afresh
@@ -120,7 +121,7 @@ func (be *remoteBackend) spawnOnAgent(ctx context.Context, index int, spec fleet
 	if err != nil {
 		return "", fmt.Errorf("client: spawn %s on agent %s: %w", spec.Kind, agent, err)
 	}
-	var sr fleet.SpawnReply
+	var sr wire.SpawnReply
 	if err := msgpack.Unmarshal(reply.Data, &sr); err != nil {
 		return "", fmt.Errorf("client: spawn reply of agent %s: %w", agent, err)
 	}
@@ -155,7 +156,7 @@ func Attach(ctx context.Context, nc *nats.Conn, kind string, opts Options) (*Poo
 		return nil, err
 	}
 	p.be = be
-	beats, err := gather[fleet.Heartbeat](ctx, nc, be.subj.KindDiscover(kind))
+	beats, err := gather[wire.Heartbeat](ctx, nc, be.subj.KindDiscover(kind))
 	if err != nil {
 		be.shutdown()
 		return nil, err

@@ -10,14 +10,17 @@ import (
 
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
+	"github.com/natsfleet/natsfleet/internal/msgp"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
-// call is one method call's record from submission to completion. It embeds the fleet.Task handed to in-process
+// call is one method call's record from submission to completion. It embeds the actor.Task handed to in-process
 // workers, and is itself embedded in the Future, so a call costs one allocation for all three; what only remote or
 // CallCtx calls need lives behind pointers, to keep the common record small: a pipeline of 100k calls holds 100k of
 // them. The caller's arguments are Task.Values.
 type call struct {
-	fleet.Task
+	actor.Task
 	pool     *Pool
 	method   string
 	slot     int32 // balancer slot while dispatched, -1 otherwise
@@ -62,7 +65,7 @@ func (rc *remoteCall) deadlineHeader() string {
 	if rc.deadline == 0 {
 		return ""
 	}
-	return codec.FormatDeadline(time.Unix(0, rc.deadline))
+	return wire.FormatDeadline(time.Unix(0, rc.deadline))
 }
 
 const (
@@ -89,8 +92,8 @@ func (c *call) callID() string {
 	return c.CallID
 }
 
-// Reply implements fleet.Replier for in-process workers.
-func (c *call) Reply(_ *fleet.Task, res any, err error) { c.complete(res, err) }
+// Reply implements actor.Replier for in-process workers.
+func (c *call) Reply(_ *actor.Task, res any, err error) { c.complete(res, err) }
 
 // complete resolves the call once; later completions (a result arriving after a cancel) are dropped.
 func (c *call) complete(val any, err error) bool {
@@ -361,13 +364,13 @@ func (f *Future[T]) get() (T, error) {
 	return zero, rc.decErr
 }
 
-// decodeInteger decodes an int or int64 result without the msgpack decoder (codec.DecodeInteger).
+// decodeInteger decodes an int or int64 result without the msgpack decoder (msgp.DecodeInteger).
 func decodeInteger[T any](cd codec.Codec, raw []byte) (T, bool) {
 	if cd != codec.Msgpack {
 		var zero T
 		return zero, false
 	}
-	return codec.DecodeInteger[T](raw)
+	return msgp.DecodeInteger[T](raw)
 }
 
 // local reads an in-process result as T: as it is, or coerced where Go would convert without loss.
@@ -380,7 +383,7 @@ func (f *Future[T]) local() (T, error) {
 		return v, nil
 	}
 	t := reflect.TypeFor[T]()
-	if v, ok := fleet.Coerce(reflect.ValueOf(f.val), t); ok {
+	if v, ok := actor.Coerce(reflect.ValueOf(f.val), t); ok {
 		return v.Interface().(T), nil
 	}
 	return zero, fmt.Errorf("%w: result of %s is %T, not assignable to %s", ErrResultType, f.method, f.val, t)

@@ -3,12 +3,14 @@ package client
 import (
 	"context"
 	"fmt"
+	"os"
 	"reflect"
 	"strconv"
 	"sync/atomic"
 
-	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // localBackend hosts workers in this process: goroutines (Thread, Asyncio) or the caller itself (Sync).
@@ -18,16 +20,16 @@ type localBackend struct {
 	seq  atomic.Uint64 // makes worker IDs unique, replacements and on-demand workers included
 }
 
-type localHandle struct{ w *fleet.Worker }
+type localHandle struct{ w *actor.Worker }
 
 func (b *localBackend) start(_ context.Context, index int) (handle, error) {
 	p := b.pool
-	w, err := p.kind.Start(fleet.WorkerOptions{
+	w, err := actor.Registry.Start(p.name, actor.Options{
 		ID:         p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(b.seq.Add(1), 36),
 		Index:      index,
 		Concurrent: p.opts.Mode == Asyncio,
 		Limits:     p.lims,
-	}, b.args...)
+	}, b.args)
 	if err != nil {
 		return nil, err
 	}
@@ -36,7 +38,7 @@ func (b *localBackend) start(_ context.Context, index int) (handle, error) {
 
 func (b *localBackend) prepare(c *call) error {
 	p := b.pool
-	m, err := p.kind.Method(c.method)
+	m, err := actor.Registry.Method(p.name, c.method)
 	if err != nil {
 		return err
 	}
@@ -70,7 +72,7 @@ func (b *localBackend) prepare(c *call) error {
 }
 
 // decodeRawArgs decodes results of remote futures passed on to an in-process method into its parameter types.
-func decodeRawArgs(m *fleet.Method, args []any) ([]any, error) {
+func decodeRawArgs(m actor.Method, args []any) ([]any, error) {
 	params := m.Params()
 	out := args
 	for i, a := range args {
@@ -97,7 +99,16 @@ func (b *localBackend) close(context.Context) error { return nil }
 
 func (h localHandle) id() string                     { return h.w.ID() }
 func (h localHandle) stop(ctx context.Context) error { return h.w.Stop(ctx) }
-func (h localHandle) stats() fleet.WorkerStats       { return h.w.Stats() }
+func (h localHandle) stats() fleet.WorkerStats {
+	st := h.w.Stats()
+	return fleet.WorkerStats{ID: h.w.ID(), Index: h.w.Index(), Kind: h.w.Kind(), Calls: st.Calls, Errors: st.Errors,
+		InFlight: st.InFlight, Stopped: st.Stopped, PID: pid, Host: host}
+}
+
+var (
+	pid     = os.Getpid()
+	host, _ = os.Hostname()
+)
 
 func (h localHandle) send(c *call) {
 	reportTo(c, h.w)
@@ -106,9 +117,9 @@ func (h localHandle) send(c *call) {
 
 // reportTo sends the progress events of c, run by w, to its pool's sink. The worker is known only now, and only a
 // pool that shows progress pays for the closure.
-func reportTo(c *call, w *fleet.Worker) {
+func reportTo(c *call, w *actor.Worker) {
 	if sink := c.pool.sink; sink != nil {
-		c.Progress = func(ev codec.Progress) { sink(progressEvent(c, w.ID(), ev)) }
+		c.Progress = func(ev wire.Progress) { sink(progressEvent(c, w.ID(), ev)) }
 	}
 }
 

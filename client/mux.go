@@ -10,7 +10,8 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/natsfleet/natsfleet/codec"
-	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // replyMux receives the replies of every call made on one connection through one wildcard subscription, and routes
@@ -26,7 +27,7 @@ type replyMux struct {
 	shards [muxShards]muxShard
 	refs   int // guarded by muxes
 	// batch holds the entries of the reply batch being delivered; only the subscription's goroutine touches it.
-	batch []fleet.BatchReply
+	batch []wire.BatchReply
 }
 
 const muxShards = 64
@@ -125,8 +126,8 @@ func (m *replyMux) forget(c *call) {
 
 func (m *replyMux) onReply(msg *nats.Msg) {
 	tok := msg.Subject[len(m.prefix):]
-	if tok == fleet.ReplyBatchToken && msg.Header.Get(fleet.HeaderBatch) != "" {
-		batch, err := fleet.DecodeBatchReplies(m.batch[:0], msg.Data)
+	if tok == wire.ReplyBatchToken && msg.Header.Get(wire.HeaderBatch) != "" {
+		batch, err := wire.DecodeBatchReplies(m.batch[:0], msg.Data)
 		if err == nil {
 			var p *Pool
 			for _, r := range batch {
@@ -146,13 +147,13 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 	if err != nil {
 		return
 	}
-	status := msg.Header.Get(codec.HeaderStatus)
+	status := msg.Header.Get(wire.HeaderStatus)
 	if status == "" && msg.Header.Get("Status") == "503" {
 		status = "503"
 	}
 	var cd codec.Codec
-	if status == codec.StatusOK || status == codec.StatusError {
-		if cd, err = codec.ForContentType(msg.Header.Get(codec.HeaderContentType)); err != nil {
+	if status == wire.StatusOK || status == wire.StatusError {
+		if cd, err = codec.ForContentType(msg.Header.Get(wire.HeaderContentType)); err != nil {
 			if c := m.lookup(n, true); c != nil {
 				c.complete(nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
 			}
@@ -167,12 +168,12 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 // deliver hands one reply (alone in its message or out of a batch) to call n, and returns the call it answered, if
 // any.
 func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte) *call {
-	if status == codec.StatusProgress {
+	if status == wire.StatusProgress {
 		c := m.lookup(n, false)
 		if c == nil || c.Progress == nil {
 			return nil
 		}
-		var ev codec.Progress
+		var ev wire.Progress
 		if err := codec.Msgpack.Unmarshal(data, &ev); err == nil {
 			c.Progress(ev)
 		}
@@ -183,22 +184,22 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 		return nil // cancelled, lost or timed out already
 	}
 	switch status {
-	case codec.StatusOK:
+	case wire.StatusOK:
 		if data == nil {
 			data = []byte{}
 		}
 		c.remoteReply(cd, data, nil)
-	case codec.StatusError:
-		var e codec.Error
+	case wire.StatusError:
+		var e wire.Error
 		if err := cd.Unmarshal(data, &e); err != nil {
 			c.complete(nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
 			return c
 		}
-		c.remoteReply(cd, nil, fleet.DecodeError(e))
+		c.remoteReply(cd, nil, actor.Registry.RemoteError(e))
 	case "503":
 		c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.rc.rh.Load().wid))
 	default:
-		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, codec.HeaderStatus))
+		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, wire.HeaderStatus))
 	}
 	return c
 }

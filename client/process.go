@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsfleet/natsfleet/broker"
-	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // The embedded server Process-mode pools use when Options.Conn is nil: started by the first such pool, shared by all,
@@ -126,7 +126,7 @@ func startCmd(cmd *exec.Cmd) error {
 	return <-r.done
 }
 
-func (be *remoteBackend) spawnChild(spec fleet.WorkerSpec) (*childProc, error) {
+func (be *remoteBackend) spawnChild(spec wire.WorkerSpec) (*childProc, error) {
 	p := be.pool
 	bin := p.opts.WorkerBinary
 	if bin == "" {
@@ -136,7 +136,7 @@ func (be *remoteBackend) spawnChild(spec fleet.WorkerSpec) (*childProc, error) {
 		}
 		bin = exe
 	}
-	env, err := fleet.ChildEnv(spec)
+	env, err := wire.ChildEnv(spec)
 	if err != nil {
 		return nil, err
 	}

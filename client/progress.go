@@ -12,7 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
-	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // ProgressEvent is one update of a progress bar a method reported with fleet.Progress. Events of one bar arrive in
@@ -28,7 +28,7 @@ type ProgressEvent struct {
 	Done     bool
 }
 
-func progressEvent(c *call, worker string, ev codec.Progress) ProgressEvent {
+func progressEvent(c *call, worker string, ev wire.Progress) ProgressEvent {
 	return ProgressEvent{Method: c.method, CallID: c.callID(), WorkerID: worker, Bar: ev.Bar, Seq: ev.Seq,
 		Desc: ev.Desc, N: ev.N, Total: ev.Total, Done: ev.Done}
 }

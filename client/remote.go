@@ -16,6 +16,8 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/msgp"
+	"github.com/natsfleet/natsfleet/internal/wire"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
@@ -64,7 +66,7 @@ type remoteHandle struct {
 	lastSeen atomic.Int64
 	ready    chan struct{}
 	readyOne sync.Once
-	beat     atomic.Pointer[fleet.Heartbeat]
+	beat     atomic.Pointer[wire.Heartbeat]
 
 	mu       sync.Mutex
 	inflight map[*call]struct{}
@@ -172,9 +174,9 @@ func (be *remoteBackend) limitsSpec() error {
 	return nil
 }
 
-func (be *remoteBackend) spec(index int) fleet.WorkerSpec {
+func (be *remoteBackend) spec(index int) wire.WorkerSpec {
 	p := be.pool
-	return fleet.WorkerSpec{
+	return wire.WorkerSpec{
 		Kind:              p.name,
 		ID:                p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(be.seq.Add(1), 36),
 		Index:             index,
@@ -244,7 +246,7 @@ func (h *remoteHandle) waitReady(ctx context.Context) error {
 }
 
 func (be *remoteBackend) onBeat(msg *nats.Msg) {
-	var hb fleet.Heartbeat
+	var hb wire.Heartbeat
 	if err := msgpack.Unmarshal(msg.Data, &hb); err != nil {
 		return
 	}
@@ -263,7 +265,7 @@ func (be *remoteBackend) onBeat(msg *nats.Msg) {
 }
 
 // join adds a standing worker that announced itself to an attached pool.
-func (be *remoteBackend) join(hb fleet.Heartbeat) {
+func (be *remoteBackend) join(hb wire.Heartbeat) {
 	p := be.pool
 	p.mu.Lock()
 	if p.stopping.Load() {
@@ -406,7 +408,7 @@ func (be *remoteBackend) prepare(c *call) error {
 	}
 	c.Retry = p.retry.forMethod(c.method)
 	if p.sink != nil {
-		c.Progress = func(ev codec.Progress) { p.sink(progressEvent(c, c.rc.rh.Load().wid, ev)) }
+		c.Progress = func(ev wire.Progress) { p.sink(progressEvent(c, c.rc.rh.Load().wid, ev)) }
 	}
 	return nil
 }
@@ -625,7 +627,7 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		var idBuf, replyBuf [64]byte
 		id := be.mux.appendCallID(idBuf[:0], c.rc.id)
 		reply := be.mux.appendReply(replyBuf[:0], be.mux.register(c))
-		e := fleet.BatchCall{ID: unsafe.String(unsafe.SliceData(id), len(id)), Method: c.method,
+		e := wire.BatchCall{ID: unsafe.String(unsafe.SliceData(id), len(id)), Method: c.method,
 			Reply: unsafe.String(unsafe.SliceData(reply), len(reply)), Args: c.rc.body}
 		e.Deadline = c.rc.deadlineHeader()
 		body = e.AppendMsgpack(body)
@@ -654,10 +656,10 @@ func (h *remoteHandle) publishBatch(calls []*call) {
 		return
 	}
 	var room [5]byte
-	hdr := codec.AppendArrayLen(room[:0], n)
+	hdr := msgp.AppendArrayLen(room[:0], n)
 	msg := &h.batchMsg
 	if msg.Header == nil {
-		msg.Header = nats.Header{fleet.HeaderBatch: h.batchN[:]}
+		msg.Header = nats.Header{wire.HeaderBatch: h.batchN[:]}
 	}
 	msg.Subject, msg.Data, h.batchN[0] = h.subject, body[5-len(hdr):], strconv.Itoa(n)
 	copy(msg.Data, hdr)
@@ -705,18 +707,18 @@ func (om *outMsg) fill(subject, reply string, c *call) *nats.Msg {
 	m := &om.msg
 	m.Subject, m.Reply, m.Data = subject, reply, c.rc.body
 	om.id[0], om.method[0] = c.callID(), c.method
-	m.Header[codec.HeaderCallID] = om.id[:]
-	m.Header[codec.HeaderMethod] = om.method[:]
+	m.Header[wire.HeaderCallID] = om.id[:]
+	m.Header[wire.HeaderMethod] = om.method[:]
 	if c.rc.urgent {
 		// An urgent call goes to the control subject, whose goroutine is never busy with a call.
 		h := c.rc.rh.Load() // set before the call is published
 		m.Subject = h.be.subj.Control(h.wid)
-		om.control[0] = fleet.ControlCall
-		m.Header[fleet.HeaderControl] = om.control[:]
+		om.control[0] = wire.ControlCall
+		m.Header[wire.HeaderControl] = om.control[:]
 	}
 	if c.rc.deadline != 0 {
 		om.deadline[0] = c.rc.deadlineHeader()
-		m.Header[codec.HeaderDeadline] = om.deadline[:]
+		m.Header[wire.HeaderDeadline] = om.deadline[:]
 	}
 	return m
 }
@@ -750,15 +752,15 @@ func (be *remoteBackend) cancel(c *call) {
 		return // not sent yet: send drops it
 	}
 	msg := &nats.Msg{Subject: be.subj.Control(h.wid), Header: nats.Header{
-		fleet.HeaderControl: []string{fleet.ControlCancel},
-		codec.HeaderCallID:  []string{c.callID()},
+		wire.HeaderControl: []string{wire.ControlCancel},
+		wire.HeaderCallID:  []string{c.callID()},
 	}}
 	_ = be.nc.PublishMsg(msg)
 }
 
 func (h *remoteHandle) stats() fleet.WorkerStats {
 	be := h.be
-	msg := &nats.Msg{Subject: be.subj.Control(h.wid), Header: nats.Header{fleet.HeaderControl: []string{fleet.ControlStats}}}
+	msg := &nats.Msg{Subject: be.subj.Control(h.wid), Header: nats.Header{wire.HeaderControl: []string{wire.ControlStats}}}
 	reply, err := be.nc.RequestMsg(msg, 2*time.Second)
 	var ws fleet.WorkerStats
 	if err == nil && msgpack.Unmarshal(reply.Data, &ws) == nil {
@@ -795,9 +797,9 @@ func (h *remoteHandle) stop(ctx context.Context) error {
 	if h.standing {
 		return nil
 	}
-	hdr := nats.Header{fleet.HeaderControl: []string{fleet.ControlStop}}
+	hdr := nats.Header{wire.HeaderControl: []string{wire.ControlStop}}
 	if abort {
-		hdr[fleet.HeaderAbort] = []string{"1"}
+		hdr[wire.HeaderAbort] = []string{"1"}
 	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok && !abort {

@@ -8,7 +8,7 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
 )
 
 // RetryAlgorithm shapes the waits between attempts.
@@ -130,11 +130,11 @@ func (r RetryConfig) matches(err error) bool {
 	return r.If != nil && r.If(err)
 }
 
-func (r RetryConfig) policy() *fleet.RetryPolicy {
+func (r RetryConfig) policy() *actor.RetryPolicy {
 	if r.Attempts < 2 && r.Until == nil {
 		return nil
 	}
-	p := &fleet.RetryPolicy{Attempts: max(1, r.Attempts), Retry: r.matches, Until: r.Until, Sleep: r.Sleep}
+	p := &actor.RetryPolicy{Attempts: max(1, r.Attempts), Retry: r.matches, Until: r.Until, Sleep: r.Sleep}
 	p.Wait = func(n int) time.Duration {
 		d := r.Delay(n)
 		if !r.NoJitter && d > 0 {
@@ -147,14 +147,14 @@ func (r RetryConfig) policy() *fleet.RetryPolicy {
 
 // retryPolicies resolves the per-method policies once, so calls share them.
 type retryPolicies struct {
-	def     *fleet.RetryPolicy
-	methods map[string]*fleet.RetryPolicy
+	def     *actor.RetryPolicy
+	methods map[string]*actor.RetryPolicy
 }
 
 func newRetryPolicies(r RetryConfig) retryPolicies {
 	rp := retryPolicies{def: r.policy()}
 	if len(r.Methods) > 0 {
-		rp.methods = make(map[string]*fleet.RetryPolicy, len(r.Methods))
+		rp.methods = make(map[string]*actor.RetryPolicy, len(r.Methods))
 		for m, c := range r.Methods {
 			if c.Sleep == nil {
 				c.Sleep = r.Sleep
@@ -165,7 +165,7 @@ func newRetryPolicies(r RetryConfig) retryPolicies {
 	return rp
 }
 
-func (rp retryPolicies) forMethod(m string) *fleet.RetryPolicy {
+func (rp retryPolicies) forMethod(m string) *actor.RetryPolicy {
 	if p, ok := rp.methods[m]; ok {
 		return p
 	}

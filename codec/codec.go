@@ -6,24 +6,6 @@ import (
 	"mime"
 	"reflect"
 	"strings"
-	"time"
-)
-
-// Header names (NATS message headers) that carry a call's metadata.
-const (
-	HeaderCallID      = "Fleet-Call-Id"
-	HeaderMethod      = "Fleet-Method"
-	HeaderDeadline    = "Fleet-Deadline" // absolute deadline, RFC 3339 with nanoseconds (UTC); see FormatDeadline
-	HeaderContentType = "Content-Type"
-	HeaderTraceparent = "traceparent"
-	HeaderStatus      = "Fleet-Status" // on replies: StatusOK, StatusError or StatusProgress
-)
-
-// Values of HeaderStatus on replies.
-const (
-	StatusOK       = "ok"       // the body is the method's result
-	StatusError    = "error"    // the body is an Error
-	StatusProgress = "progress" // the body is a Progress; more replies follow
 )
 
 // Content types understood by ForContentType.
@@ -32,15 +14,8 @@ const (
 	ContentTypeJSON    = "application/json"
 )
 
-// Sentinel errors. Errors returned by this package match them with errors.Is.
-var (
-	// ErrBadArgs: a call's arguments do not fit the method's parameters (count or type). Returned as *ArgsError.
-	ErrBadArgs = errors.New("codec: bad arguments")
-	// ErrUnsupportedContentType: ForContentType got a content type no codec handles.
-	ErrUnsupportedContentType = errors.New("codec: unsupported content type")
-	// ErrMalformed: the bytes are not a well-formed encoding at all (truncated, invalid code, trailing bytes).
-	ErrMalformed = errors.New("codec: malformed data")
-)
+// ErrUnsupportedContentType: ForContentType got a content type no codec handles.
+var ErrUnsupportedContentType = errors.New("codec: unsupported content type")
 
 // Codec encodes and decodes message bodies. Msgpack and JSON are safe for concurrent use.
 type Codec interface {
@@ -54,8 +29,8 @@ type Codec interface {
 	// AppendArgs appends the encoding of call arguments, as one array, to dst.
 	AppendArgs(dst []byte, args []any) ([]byte, error)
 	// DecodeArgs decodes an array body into values of exactly the given parameter types (an int parameter gets an
-	// int, a struct its struct, a pointer a new pointer). Wrong count or undecodable element -> *ArgsError
-	// (errors.Is ErrBadArgs) naming the index, the expected type and the cause. An empty body means no arguments.
+	// int, a struct its struct, a pointer a new pointer). Wrong count or undecodable element -> *ArgsError naming
+	// the index, the expected type and the cause. An empty body means no arguments.
 	DecodeArgs(data []byte, types []reflect.Type) ([]reflect.Value, error)
 }
 
@@ -104,66 +79,21 @@ func (e *ArgsError) Error() string {
 	return fmt.Sprintf("codec: bad argument %d (%v): %v", e.Index, e.Type, e.Err)
 }
 
-// Is makes every *ArgsError match ErrBadArgs.
-func (e *ArgsError) Is(target error) bool { return target == ErrBadArgs }
-
 func (e *ArgsError) Unwrap() error { return e.Err }
 
 func countError(got, want int) *ArgsError {
 	return &ArgsError{Index: -1, Err: fmt.Errorf("got %d arguments, want %d", got, want)}
 }
 
-// malformedError locates the first byte at which data stops being a valid encoding.
-type malformedError struct {
-	format string
-	offset int
-	reason string
+// SyntaxError reports bytes that are not a well-formed encoding at all: truncated, an invalid code, a length larger
+// than the data, trailing bytes. Unmarshal and DecodeArgs wrap it (DecodeArgs in an *ArgsError), so errors.As finds
+// it.
+type SyntaxError struct {
+	Format string // "msgpack" or "json"
+	Offset int    // of the first byte that does not fit
+	Reason string
 }
 
-func (e *malformedError) Error() string {
-	return fmt.Sprintf("malformed %s at byte %d: %s", e.format, e.offset, e.reason)
-}
-
-func (e *malformedError) Is(target error) bool { return target == ErrMalformed }
-
-// Error is the body of a reply whose Fleet-Status is "error".
-type Error struct {
-	Type    string `msgpack:"type" json:"type"` // Go type of the error, e.g. "*fs.PathError"
-	Message string `msgpack:"message" json:"message"`
-	Stack   string `msgpack:"stack,omitempty" json:"stack,omitempty"`
-	// Code names a registered sentinel error (fleet.RegisterError), e.g. "fleet.ErrUnknownMethod", so the caller
-	// can rebuild an error that matches it with errors.Is.
-	Code string `msgpack:"code,omitempty" json:"code,omitempty"`
-}
-
-// Progress is the body of a reply whose Fleet-Status is "progress".
-type Progress struct {
-	Seq   uint64 `msgpack:"seq" json:"seq"` // per call, increasing, lets the caller drop stale/out-of-order events
-	Bar   string `msgpack:"bar" json:"bar"` // identifies one bar inside a call (a method may report several)
-	Desc  string `msgpack:"desc" json:"desc"`
-	N     int64  `msgpack:"n" json:"n"`
-	Total int64  `msgpack:"total" json:"total"` // 0 = unknown
-	Done  bool   `msgpack:"done,omitempty" json:"done,omitempty"`
-}
-
-// FormatDeadline formats t for the Fleet-Deadline header: RFC 3339 with nanoseconds, in UTC. The zero time (no
-// deadline) formats as "".
-func FormatDeadline(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339Nano)
-}
-
-// ParseDeadline parses a Fleet-Deadline header value. "" means no deadline and returns the zero time. Any RFC 3339
-// time is accepted, with or without fractional seconds and in any offset; the result is in UTC.
-func ParseDeadline(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("codec: bad deadline %q: %w", s, err)
-	}
-	return t.UTC(), nil
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("malformed %s at byte %d: %s", e.Format, e.Offset, e.Reason)
 }

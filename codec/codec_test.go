@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 var codecs = []struct {
@@ -80,11 +81,11 @@ func TestRoundTrip(t *testing.T) {
 				{"nil pointer", func(t *testing.T) (any, any) { return roundTrip[*int](t, c, nil), (*int)(nil) }},
 				{"bytes", func(t *testing.T) (any, any) { return roundTrip(t, c, []byte{0, 1, 0xff}), []byte{0, 1, 0xff} }},
 				{"error body", func(t *testing.T) (any, any) {
-					v := codec.Error{Type: "*fs.PathError", Message: "open x: no such file", Stack: "main.go:1", Code: "fleet.ErrUnknownMethod"}
+					v := wire.Error{Type: "*fs.PathError", Message: "open x: no such file", Stack: "main.go:1", Code: "fleet.ErrUnknownMethod"}
 					return roundTrip(t, c, v), v
 				}},
 				{"progress body", func(t *testing.T) (any, any) {
-					v := codec.Progress{Seq: 9, Bar: "main", Desc: "rows", N: 50, Total: 100, Done: true}
+					v := wire.Progress{Seq: 9, Bar: "main", Desc: "rows", N: 50, Total: 100, Done: true}
 					return roundTrip(t, c, v), v
 				}},
 			}
@@ -244,11 +245,11 @@ func TestDecodeArgsErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("DecodeArgs(%x) = %v, want error", tc.body, vals)
 			}
-			if !errors.Is(err, codec.ErrBadArgs) {
-				t.Fatalf("error %q does not match ErrBadArgs", err)
+			if !errors.As(err, new(*codec.ArgsError)) {
+				t.Fatalf("error %q is not an *ArgsError", err)
 			}
-			if got := errors.Is(err, codec.ErrMalformed); got != tc.malformed {
-				t.Fatalf("errors.Is(%q, ErrMalformed) = %v, want %v", err, got, tc.malformed)
+			if got := errors.As(err, new(*codec.SyntaxError)); got != tc.malformed {
+				t.Fatalf("errors.As(%q, *SyntaxError) = %v, want %v", err, got, tc.malformed)
 			}
 			var ae *codec.ArgsError
 			if !errors.As(err, &ae) {
@@ -290,8 +291,8 @@ func TestJSONLenientSingleArgument(t *testing.T) {
 		}
 	}
 	// Msgpack stays strict: a bare value is not an argument list.
-	if _, err := codec.Msgpack.DecodeArgs([]byte{0x2a}, []reflect.Type{reflect.TypeFor[int]()}); !errors.Is(err, codec.ErrBadArgs) {
-		t.Fatalf("msgpack bare value: err = %v, want ErrBadArgs", err)
+	if _, err := codec.Msgpack.DecodeArgs([]byte{0x2a}, []reflect.Type{reflect.TypeFor[int]()}); !errors.As(err, new(*codec.ArgsError)) {
+		t.Fatalf("msgpack bare value: err = %v, want an *ArgsError", err)
 	}
 }
 
@@ -328,8 +329,8 @@ func TestUnmarshalErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Unmarshal(%x) = nil error, value %v", tc.data, into)
 			}
-			if got := errors.Is(err, codec.ErrMalformed); got != tc.malformed {
-				t.Fatalf("errors.Is(%q, ErrMalformed) = %v, want %v", err, got, tc.malformed)
+			if got := errors.As(err, new(*codec.SyntaxError)); got != tc.malformed {
+				t.Fatalf("errors.As(%q, *SyntaxError) = %v, want %v", err, got, tc.malformed)
 			}
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("error %q does not contain %q", err, tc.msg)
@@ -409,32 +410,6 @@ func TestForContentType(t *testing.T) {
 	}
 	if codec.Msgpack.ContentType() != codec.ContentTypeMsgpack || codec.JSON.ContentType() != codec.ContentTypeJSON {
 		t.Fatal("ContentType() does not match the constants")
-	}
-}
-
-func TestDeadline(t *testing.T) {
-	t.Parallel()
-	est := time.FixedZone("EST", -5*3600)
-	d := time.Date(2024, 6, 1, 7, 8, 9, 123456789, est)
-	s := codec.FormatDeadline(d)
-	if s != "2024-06-01T12:08:09.123456789Z" {
-		t.Fatalf("FormatDeadline = %q", s)
-	}
-	got, err := codec.ParseDeadline(s)
-	if err != nil || !got.Equal(d) || got.Location() != time.UTC {
-		t.Fatalf("ParseDeadline(%q) = %v, %v; want %v in UTC", s, got, err, d)
-	}
-	if s := codec.FormatDeadline(time.Time{}); s != "" {
-		t.Fatalf("FormatDeadline(zero) = %q, want empty", s)
-	}
-	if got, err := codec.ParseDeadline(""); err != nil || !got.IsZero() {
-		t.Fatalf("ParseDeadline(\"\") = %v, %v; want zero time", got, err)
-	}
-	if got, err := codec.ParseDeadline("2024-06-01T07:08:09-05:00"); err != nil || !got.Equal(d.Truncate(time.Second)) {
-		t.Fatalf("ParseDeadline without fraction = %v, %v", got, err)
-	}
-	if _, err := codec.ParseDeadline("tomorrow"); err == nil || !strings.HasPrefix(err.Error(), `codec: bad deadline "tomorrow"`) {
-		t.Fatalf("ParseDeadline(tomorrow) error = %v", err)
 	}
 }
 

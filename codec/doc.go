@@ -1,26 +1,12 @@
-// Package codec defines natsfleet's wire format: the headers that carry a call's metadata, the bodies of calls and
-// replies, and the two codecs that encode them.
-//
-// # Calls and replies
-//
-// A call is one NATS request to a worker's subject. Its metadata travels in headers: HeaderCallID (unique per
-// call), HeaderMethod (the exported method's name), HeaderDeadline (absolute, see FormatDeadline),
-// HeaderContentType (picks the codec) and, when tracing, HeaderTraceparent. The body is the arguments as one
-// array, written with Codec.AppendArgs and read by the worker with Codec.DecodeArgs, which decodes each element
-// straight into the method's parameter type.
-//
-// Every reply carries HeaderStatus: StatusOK with the method's result as body, StatusError with an Error, or
-// StatusProgress with a Progress event (any number of those may precede the final reply). Replies use the codec
-// of the call.
-//
-// # Codecs
-//
-// Msgpack is the default and what natsfleet's own clients send. JSON exists so any NATS client can call a worker
-// by hand:
+// Package codec encodes and decodes the values natsfleet's calls carry: a method's arguments, as one array, and its
+// result. Msgpack is the default and what natsfleet's own pools and workers send; JSON exists so that any NATS
+// client can call a worker by hand (the protocol's headers and subjects are described in the README):
 //
 //	nats req fleet.w.W1 '[42]' -H Fleet-Method:Process -H Content-Type:application/json
 //
 // ForContentType maps a Content-Type header to its codec; an empty header means Msgpack.
+//
+// # Structs
 //
 // Both codecs see a struct the same way: a field is keyed by its msgpack tag, else its json tag, else its Go name,
 // so plain untagged structs and structs written for encoding/json both round-trip through Msgpack. (Msgpack
@@ -32,8 +18,9 @@
 // DecodeArgs returns values of exactly the parameter types it is given, so it never matters how msgpack would
 // decode a number into an interface{}. An empty body means no arguments. A body that is not an array, has the
 // wrong number of elements, or holds an element that does not decode into its parameter's type yields an
-// *ArgsError that matches ErrBadArgs and names the argument's index and expected type; bytes that are not a valid
-// encoding at all also match ErrMalformed. A body must hold exactly one value: trailing bytes are malformed.
+// *ArgsError naming the argument's index and expected type; bytes that are not a valid encoding at all are a
+// *SyntaxError (inside the *ArgsError), found with errors.As. A body must hold exactly one value: trailing bytes are
+// malformed.
 //
 // JSON is lenient for people typing requests: for a method with one parameter, a body that is not an array is that
 // argument ('42' works like '[42]'), and when the array form does not decode but the whole body does (a bare

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // fuzzTypes are parameter lists of the shapes worker methods take.
@@ -19,7 +20,7 @@ var fuzzTypes = [][]reflect.Type{
 	{reflect.TypeFor[*plain](), reflect.TypeFor[tagged]()},
 	{reflect.TypeFor[time.Time](), reflect.TypeFor[[]byte]()},
 	{reflect.TypeFor[[3]int8](), reflect.TypeFor[float32](), reflect.TypeFor[bool](), reflect.TypeFor[uint16]()},
-	{reflect.TypeFor[codec.Progress](), reflect.TypeFor[map[int]string]()},
+	{reflect.TypeFor[wire.Progress](), reflect.TypeFor[map[int]string]()},
 	{reflect.TypeFor[[][]string]()},
 }
 
@@ -31,7 +32,7 @@ func FuzzDecodeArgs(f *testing.F) {
 		{&plain{Name: "p", Tags: []string{"t"}, Inner: &plain{}}, tagged{ID: "i"}},
 		{time.Unix(1700000000, 5), []byte{1, 2}},
 		{[3]int8{1, -1, 0}, float32(1.5), true, uint16(9)},
-		{codec.Progress{Seq: 1, Bar: "b", N: 2, Total: 3}, map[int]string{1: "one"}},
+		{wire.Progress{Seq: 1, Bar: "b", N: 2, Total: 3}, map[int]string{1: "one"}},
 	}
 	for _, args := range seeds {
 		for _, c := range []codec.Codec{codec.Msgpack, codec.JSON} {
@@ -52,8 +53,8 @@ func FuzzDecodeArgs(f *testing.F) {
 		for _, types := range fuzzTypes {
 			vals, err := c.DecodeArgs(data, types)
 			if err != nil {
-				if !errors.Is(err, codec.ErrBadArgs) {
-					t.Fatalf("DecodeArgs(%x, %v): error %q does not match ErrBadArgs", data, types, err)
+				if !errors.As(err, new(*codec.ArgsError)) {
+					t.Fatalf("DecodeArgs(%x, %v): error %q is not an *ArgsError", data, types, err)
 				}
 				continue
 			}

@@ -39,11 +39,11 @@ func (jsonCodec) Unmarshal(data []byte, v any) error {
 	return nil
 }
 
-// jsonCause turns encoding/json's syntax errors into errors matching ErrMalformed.
+// jsonCause turns encoding/json's syntax errors into *SyntaxError.
 func jsonCause(err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return &malformedError{format: "json", offset: int(se.Offset), reason: se.Error()}
+		return &SyntaxError{Format: "json", Offset: int(se.Offset), Reason: se.Error()}
 	}
 	return err
 }

@@ -2,20 +2,19 @@ package codec
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/natsfleet/natsfleet/internal/msgp"
 )
 
 // Msgpack is the default codec: MessagePack (github.com/vmihailenco/msgpack/v5). Struct fields are keyed by their
 // msgpack tag, else their json tag, else their Go field name.
 var Msgpack Codec = msgpackCodec{}
-
-// maxDepth bounds how deeply arrays and maps may nest in a body, like encoding/json's limit, so a hostile body
-// cannot exhaust a worker's stack.
-const maxDepth = 10000
 
 type msgpackCodec struct{}
 
@@ -189,113 +188,18 @@ func (msgpackCodec) DecodeArgs(data []byte, types []reflect.Type) ([]reflect.Val
 // checkMsgpack reports whether data holds exactly one well-formed msgpack value, without allocating. The decoder
 // sizes slices from the length a body claims (msgpack v5.4.1 applies no allocation limit to typed slices), so a
 // five-byte array header could ask for gigabytes; after this check every claimed length fits in the data, because
-// each element takes at least one byte. It also caps nesting at maxDepth.
+// each element takes at least one byte. It also caps nesting at msgp.MaxDepth.
 func checkMsgpack(data []byte) error {
-	i, err := skipMsgpack(data, 0)
+	i, err := msgp.Skip(data, 0)
 	if err != nil {
+		var me *msgp.Error
+		if errors.As(err, &me) {
+			return &SyntaxError{Format: "msgpack", Offset: me.Offset, Reason: me.Reason}
+		}
 		return err
 	}
 	if i != len(data) {
-		return &malformedError{format: "msgpack", offset: i, reason: fmt.Sprintf("%d trailing bytes after the value", len(data)-i)}
+		return &SyntaxError{Format: "msgpack", Offset: i, Reason: fmt.Sprintf("%d trailing bytes after the value", len(data)-i)}
 	}
 	return nil
-}
-
-// skipMsgpack walks the well-formed msgpack value that starts at data[i] and returns the offset just past it.
-func skipMsgpack(data []byte, i int) (int, error) {
-	fail := func(off int, reason string) error {
-		return &malformedError{format: "msgpack", offset: off, reason: reason}
-	}
-	// pending counts the values still to read in the innermost open container; stack holds the counts of the
-	// containers around it.
-	var stackBuf [32]uint64
-	stack := stackBuf[:0]
-	pending := uint64(1)
-	for {
-		for pending == 0 && len(stack) > 0 {
-			pending, stack = stack[len(stack)-1], stack[:len(stack)-1]
-		}
-		if pending == 0 {
-			break
-		}
-		if i >= len(data) {
-			return i, fail(i, "unexpected end of data")
-		}
-		start := i
-		c := data[i]
-		i++
-		pending--
-		var size, children uint64 // payload bytes to skip; values nested inside
-		var lenBytes int          // width of a length field that follows the code
-		switch {
-		case c <= 0x7f || c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3: // fixint, nil, false, true
-		case c <= 0x8f: // fixmap
-			children = 2 * uint64(c&0x0f)
-		case c <= 0x9f: // fixarray
-			children = uint64(c & 0x0f)
-		case c <= 0xbf: // fixstr
-			size = uint64(c & 0x1f)
-		case c == 0xc1:
-			return i, fail(start, "invalid code 0xc1")
-		case c == 0xc4 || c == 0xd9: // bin8, str8
-			lenBytes = 1
-		case c == 0xc5 || c == 0xda: // bin16, str16
-			lenBytes = 2
-		case c == 0xc6 || c == 0xdb: // bin32, str32
-			lenBytes = 4
-		case c == 0xc7: // ext8: length, type, data
-			lenBytes, size = 1, 1
-		case c == 0xc8:
-			lenBytes, size = 2, 1
-		case c == 0xc9:
-			lenBytes, size = 4, 1
-		case c == 0xcc || c == 0xd0:
-			size = 1
-		case c == 0xcd || c == 0xd1:
-			size = 2
-		case c == 0xca || c == 0xce || c == 0xd2:
-			size = 4
-		case c == 0xcb || c == 0xcf || c == 0xd3:
-			size = 8
-		case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16: type byte and data
-			size = 1 + 1<<(c-0xd4)
-		case c == 0xdc || c == 0xde: // array16, map16
-			lenBytes = 2
-		case c == 0xdd || c == 0xdf: // array32, map32
-			lenBytes = 4
-		}
-		if lenBytes > 0 {
-			if len(data)-i < lenBytes {
-				return i, fail(start, "truncated length")
-			}
-			var n uint64
-			for _, b := range data[i : i+lenBytes] {
-				n = n<<8 | uint64(b)
-			}
-			i += lenBytes
-			switch c {
-			case 0xdc, 0xdd:
-				children = n
-			case 0xde, 0xdf:
-				children = 2 * n
-			default:
-				size += n
-			}
-		}
-		if size > uint64(len(data)-i) {
-			return i, fail(start, fmt.Sprintf("value of %d bytes exceeds the %d left", size, len(data)-i))
-		}
-		i += int(size)
-		if children > 0 {
-			if children > uint64(len(data)-i) {
-				return i, fail(start, fmt.Sprintf("container of %d values exceeds the %d bytes left", children, len(data)-i))
-			}
-			if len(stack) >= maxDepth {
-				return i, fail(start, fmt.Sprintf("nesting deeper than %d", maxDepth))
-			}
-			stack = append(stack, pending)
-			pending = children
-		}
-	}
-	return i, nil
 }

@@ -15,11 +15,8 @@ import (
 
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
-
-// ErrNoCapacity: an agent refused to start a worker because all the capacity it offers is in use. A spawn reply
-// carries it as its error text.
-var ErrNoCapacity = errors.New("fleet: agent has no free capacity")
 
 // AgentOptions configure StartAgent. Zero values mean the defaults noted.
 type AgentOptions struct {
@@ -37,13 +34,14 @@ type AgentOptions struct {
 	MaxCallBytes int
 	// Logger receives the agent's and its workers' logs; default slog.Default().
 	Logger *slog.Logger
-	// OnCall is every hosted worker's ServeOptions.OnCall; default nil.
+	// OnCall is every hosted worker's serveOptions.OnCall; default nil.
 	OnCall func(CallRecord)
 }
 
-// Agent hosts workers on one connection: it starts workers that pools ask for on {prefix}.agent.{id}.spawn, up to
-// its capacity, answers agent discovery on {prefix}.agent.discover with its AgentInfo, and serves standing workers
-// of a kind (Serve) that clients attach to.
+// Agent hosts workers on one connection: it starts the workers pools ask for (client.Fleet mode), up to its
+// capacity, tells pools what it offers (AgentInfo), and serves standing workers of a kind (Agent.Serve) that
+// clients join with client.Attach. A worker binary runs one agent; see package agent for one that takes its
+// settings from the command line.
 type Agent struct {
 	nc       *nats.Conn
 	opts     AgentOptions
@@ -53,14 +51,14 @@ type Agent struct {
 	discSub, spawnSub *nats.Subscription
 
 	mu       sync.Mutex
-	workers  map[string]*Hosted
+	workers  map[string]*hosted
 	used     int            // capacity taken by spawned workers, those being started included
 	next     map[string]int // next index of a standing worker, by kind
 	stopped  bool
 	spawning sync.WaitGroup
 }
 
-// StartAgent starts an agent on nc. It answers discovery and spawn requests until Stop.
+// StartAgent starts an agent on nc. It answers pools until Stop.
 func StartAgent(nc *nats.Conn, opts AgentOptions) (*Agent, error) {
 	if nc == nil {
 		return nil, errors.New("fleet: start agent: nil connection")
@@ -88,7 +86,7 @@ func StartAgent(nc *nats.Conn, opts AgentOptions) (*Agent, error) {
 	}
 	host, _ := os.Hostname()
 	a := &Agent{nc: nc, opts: opts, subjects: broker.Subjects{Prefix: opts.Prefix}, host: host,
-		workers: make(map[string]*Hosted), next: make(map[string]int)}
+		workers: make(map[string]*hosted), next: make(map[string]int)}
 	var err error
 	if a.discSub, err = nc.Subscribe(a.subjects.AgentDiscover(), a.onDiscover); err != nil {
 		return nil, fmt.Errorf("fleet: start agent %s: %w", opts.ID, err)
@@ -104,6 +102,16 @@ func StartAgent(nc *nats.Conn, opts AgentOptions) (*Agent, error) {
 
 // ID is the agent's ID.
 func (a *Agent) ID() string { return a.opts.ID }
+
+// AgentInfo is what an agent offers, as pools discover it.
+type AgentInfo struct {
+	ID       string   `msgpack:"id" json:"id"`
+	Host     string   `msgpack:"host" json:"host"`
+	Capacity int      `msgpack:"capacity" json:"capacity"` // workers it may start for pools
+	Free     int      `msgpack:"free" json:"free"`         // of which not in use
+	Kinds    []string `msgpack:"kinds" json:"kinds"`       // kinds it can build
+	Workers  int      `msgpack:"workers" json:"workers"`   // workers it hosts now, standing ones included
+}
 
 // Info is what the agent offers, as it answers discovery requests.
 func (a *Agent) Info() AgentInfo {
@@ -126,13 +134,13 @@ func (a *Agent) Serve(kind string, n int, args ...any) error {
 	if err != nil {
 		return fmt.Errorf("fleet: agent %s: constructor arguments of kind %q: %w", a.opts.ID, kind, err)
 	}
-	started := make([]*Hosted, 0, n)
+	started := make([]*hosted, 0, n)
 	for range n {
 		a.mu.Lock()
 		idx := a.next[kind]
 		a.next[kind]++
 		a.mu.Unlock()
-		h, err := a.serve(WorkerSpec{Kind: kind, Index: idx, Args: enc}, false)
+		h, err := a.serve(wire.WorkerSpec{Kind: kind, Index: idx, Args: enc}, false)
 		if err != nil {
 			for _, h := range started {
 				_ = h.Stop(context.Background()) // no call reached them yet that could hold them up long
@@ -145,7 +153,7 @@ func (a *Agent) Serve(kind string, n int, args ...any) error {
 }
 
 // serve starts a worker of spec and tracks it until it stops; spawned workers give their capacity back then.
-func (a *Agent) serve(spec WorkerSpec, spawned bool) (*Hosted, error) {
+func (a *Agent) serve(spec wire.WorkerSpec, spawned bool) (*hosted, error) {
 	if spec.Prefix == "" {
 		spec.Prefix = a.opts.Prefix
 	}
@@ -158,8 +166,8 @@ func (a *Agent) serve(spec WorkerSpec, spawned bool) (*Hosted, error) {
 		return nil, fmt.Errorf("%w: agent %s is stopping", ErrWorkerStopped, a.opts.ID)
 	}
 	a.mu.Unlock()
-	h, err := Serve(a.nc, spec, ServeOptions{Agent: a.opts.ID, MaxCallBytes: a.opts.MaxCallBytes,
-		Logger: a.opts.Logger, OnCall: a.opts.OnCall, onStop: func(h *Hosted) { a.forget(h, spawned) }})
+	h, err := serve(a.nc, spec, serveOptions{Agent: a.opts.ID, MaxCallBytes: a.opts.MaxCallBytes,
+		Logger: a.opts.Logger, OnCall: a.opts.OnCall, onStop: func(h *hosted) { a.forget(h, spawned) }})
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +183,7 @@ func (a *Agent) serve(spec WorkerSpec, spawned bool) (*Hosted, error) {
 	return h, nil
 }
 
-func (a *Agent) forget(h *Hosted, spawned bool) {
+func (a *Agent) forget(h *hosted, spawned bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.workers[h.ID()] == h {
@@ -187,7 +195,7 @@ func (a *Agent) forget(h *Hosted, spawned bool) {
 }
 
 func (a *Agent) onDiscover(m *nats.Msg) {
-	c, err := codec.ForContentType(m.Header.Get(codec.HeaderContentType))
+	c, err := codec.ForContentType(m.Header.Get(wire.HeaderContentType))
 	if err != nil || m.Reply == "" {
 		return
 	}
@@ -195,30 +203,30 @@ func (a *Agent) onDiscover(m *nats.Msg) {
 }
 
 func (a *Agent) onSpawn(m *nats.Msg) {
-	c, err := codec.ForContentType(m.Header.Get(codec.HeaderContentType))
+	c, err := codec.ForContentType(m.Header.Get(wire.HeaderContentType))
 	if err != nil {
-		a.respond(m, codec.JSON, SpawnReply{Error: fmt.Sprintf("fleet: agent %s: %v", a.opts.ID, err)})
+		a.respond(m, codec.JSON, wire.SpawnReply{Error: fmt.Sprintf("fleet: agent %s: %v", a.opts.ID, err)})
 		return
 	}
-	var spec WorkerSpec
+	var spec wire.WorkerSpec
 	if err := c.Unmarshal(m.Data, &spec); err != nil {
-		a.respond(m, c, SpawnReply{Error: fmt.Sprintf("fleet: agent %s: bad spawn request: %v", a.opts.ID, err)})
+		a.respond(m, c, wire.SpawnReply{Error: fmt.Sprintf("fleet: agent %s: bad spawn request: %v", a.opts.ID, err)})
 		return
 	}
 	if _, err := Lookup(spec.Kind); err != nil {
-		a.respond(m, c, SpawnReply{Error: fmt.Sprintf("fleet: agent %s: %v", a.opts.ID, err)})
+		a.respond(m, c, wire.SpawnReply{Error: fmt.Sprintf("fleet: agent %s: %v", a.opts.ID, err)})
 		return
 	}
 	a.mu.Lock()
 	switch {
 	case a.stopped:
 		a.mu.Unlock()
-		a.respond(m, c, SpawnReply{Error: fmt.Sprintf("%v: agent %s is stopping", ErrWorkerStopped, a.opts.ID)})
+		a.respond(m, c, wire.SpawnReply{Error: fmt.Sprintf("%v: agent %s is stopping", ErrWorkerStopped, a.opts.ID)})
 		return
 	case a.used >= a.opts.Capacity:
 		used := a.used
 		a.mu.Unlock()
-		a.respond(m, c, SpawnReply{Error: fmt.Sprintf("%v: agent %s uses %d of %d", ErrNoCapacity, a.opts.ID,
+		a.respond(m, c, wire.SpawnReply{Error: fmt.Sprintf("%v: agent %s uses %d of %d", ErrNoCapacity, a.opts.ID,
 			used, a.opts.Capacity)})
 		return
 	}
@@ -233,10 +241,10 @@ func (a *Agent) onSpawn(m *nats.Msg) {
 			a.mu.Lock()
 			a.used--
 			a.mu.Unlock()
-			a.respond(m, c, SpawnReply{Error: err.Error()})
+			a.respond(m, c, wire.SpawnReply{Error: err.Error()})
 			return
 		}
-		a.respond(m, c, SpawnReply{WorkerID: h.ID()})
+		a.respond(m, c, wire.SpawnReply{WorkerID: h.ID()})
 	}()
 }
 
@@ -250,7 +258,7 @@ func (a *Agent) respond(m *nats.Msg, c codec.Codec, v any) {
 		return
 	}
 	r := nats.NewMsg(m.Reply)
-	r.Header.Set(codec.HeaderContentType, c.ContentType())
+	r.Header.Set(wire.HeaderContentType, c.ContentType())
 	r.Data = b
 	if err := a.nc.PublishMsg(r); err != nil {
 		a.opts.Logger.Warn("fleet: agent: reply", "agent", a.opts.ID, "err", err)
@@ -270,7 +278,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 	}
 	a.spawning.Wait()
 	a.mu.Lock()
-	hosted := make([]*Hosted, 0, len(a.workers))
+	hosted := make([]*hosted, 0, len(a.workers))
 	for _, h := range a.workers {
 		hosted = append(hosted, h)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 func startAgent(t testing.TB, nc *nats.Conn, opts fleet.AgentOptions) *fleet.Agent {
@@ -32,12 +33,12 @@ func startAgent(t testing.TB, nc *nats.Conn, opts fleet.AgentOptions) *fleet.Age
 	return a
 }
 
-func spawn(t testing.TB, nc *nats.Conn, sub broker.Subjects, agent string, spec fleet.WorkerSpec) fleet.SpawnReply {
+func spawn(t testing.TB, nc *nats.Conn, sub broker.Subjects, agent string, spec wire.WorkerSpec) wire.SpawnReply {
 	t.Helper()
 	m := nats.NewMsg(sub.Spawn(agent))
 	m.Data = mustMarshal(t, codec.Msgpack, spec)
 	r := request(t, nc, m)
-	var rep fleet.SpawnReply
+	var rep wire.SpawnReply
 	if err := codec.Msgpack.Unmarshal(r.Data, &rep); err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +86,9 @@ func TestAgentSpawn(t *testing.T) {
 		t.Errorf("agent2 info %+v, want no capacity", a2)
 	}
 
-	hbs := make(chan fleet.Heartbeat, 16)
+	hbs := make(chan wire.Heartbeat, 16)
 	hbSub, err := cc.Subscribe(sub.Heartbeats("DataProcessor"), func(m *nats.Msg) {
-		var hb fleet.Heartbeat
+		var hb wire.Heartbeat
 		if err := codec.Msgpack.Unmarshal(m.Data, &hb); err == nil && !hb.Stopping {
 			select {
 			case hbs <- hb:
@@ -102,7 +103,7 @@ func TestAgentSpawn(t *testing.T) {
 
 	var ids []string
 	for i := range 2 {
-		rep := spawn(t, cc, sub, "agent1", fleet.WorkerSpec{Kind: "DataProcessor", Index: i, Pool: "p1",
+		rep := spawn(t, cc, sub, "agent1", wire.WorkerSpec{Kind: "DataProcessor", Index: i, Pool: "p1",
 			Args: args(t, 10)})
 		if rep.Error != "" || rep.WorkerID == "" {
 			t.Fatalf("spawn %d: %+v", i, rep)
@@ -123,12 +124,12 @@ func TestAgentSpawn(t *testing.T) {
 
 	for _, tt := range []struct {
 		name, agent string
-		spec        fleet.WorkerSpec
+		spec        wire.WorkerSpec
 		want        string
 	}{
-		{"over capacity", "agent1", fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ErrNoCapacity.Error()},
-		{"no capacity offered", "agent2", fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ErrNoCapacity.Error()},
-		{"unknown kind", "agent1", fleet.WorkerSpec{Kind: "Nope"}, fleet.ErrUnknownKind.Error()},
+		{"over capacity", "agent1", wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ErrNoCapacity.Error()},
+		{"no capacity offered", "agent2", wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ErrNoCapacity.Error()},
+		{"unknown kind", "agent1", wire.WorkerSpec{Kind: "Nope"}, fleet.ErrUnknownKind.Error()},
 	} {
 		rep := spawn(t, cc, sub, tt.agent, tt.spec)
 		if rep.WorkerID != "" || !strings.Contains(rep.Error, tt.want) {
@@ -140,11 +141,11 @@ func TestAgentSpawn(t *testing.T) {
 	}
 
 	// A worker that stops gives its capacity back.
-	if err := result(t, control(t, cc, ids[0], fleet.ControlStop, nil), nil); err != nil {
+	if err := result(t, control(t, cc, ids[0], wire.ControlStop, nil), nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "capacity freed", func() bool { return a.Info().Free == 1 })
-	rep := spawn(t, cc, sub, "agent1", fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 3)})
+	rep := spawn(t, cc, sub, "agent1", wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 3)})
 	if rep.Error != "" {
 		t.Fatalf("spawn after a worker stopped: %v", rep.Error)
 	}
@@ -152,7 +153,7 @@ func TestAgentSpawn(t *testing.T) {
 		t.Errorf("Process(2) = %d, want 6", got)
 	}
 	// A spawn that fails to build its worker gives its capacity back too.
-	if rep := spawn(t, cc, sub, "agent1", fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 0)}); rep.Error == "" {
+	if rep := spawn(t, cc, sub, "agent1", wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 0)}); rep.Error == "" {
 		t.Errorf("spawn with multiplier 0 succeeded")
 	}
 	if info := a.Info(); info.Free != 0 || info.Workers != 2 {
@@ -207,7 +208,7 @@ func TestAgentStandingWorkers(t *testing.T) {
 	waitFor(t, 5*time.Second, "3 standing workers", func() bool { return rs.count() == 3 })
 	indexes := map[int]bool{}
 	for _, r := range rs.snapshot() {
-		var hb fleet.Heartbeat
+		var hb wire.Heartbeat
 		if err := result(t, r, &hb); err != nil {
 			t.Fatal(err)
 		}
@@ -230,10 +231,10 @@ func TestAgentSpawnJSON(t *testing.T) {
 	nc := connect(t, s)
 	a := startAgent(t, nc, fleet.AgentOptions{Capacity: 1})
 	m := nats.NewMsg(broker.Subjects{}.Spawn(a.ID()))
-	m.Header.Set(codec.HeaderContentType, codec.ContentTypeJSON)
-	m.Data = mustMarshal(t, codec.JSON, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 5)})
+	m.Header.Set(wire.HeaderContentType, codec.ContentTypeJSON)
+	m.Data = mustMarshal(t, codec.JSON, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 5)})
 	r := request(t, nc, m)
-	var rep fleet.SpawnReply
+	var rep wire.SpawnReply
 	if err := codec.JSON.Unmarshal(r.Data, &rep); err != nil || rep.Error != "" {
 		t.Fatalf("reply %q: %v", r.Data, err)
 	}
@@ -283,11 +284,11 @@ func ExampleStartAgent() {
 	fmt.Printf("agent %s: %d of %d free, %d workers\n", info.ID, info.Free, info.Capacity, info.Workers)
 
 	ctorArgs, _ := codec.Msgpack.AppendArgs(nil, []any{3})
-	body, _ := codec.Msgpack.Marshal(fleet.WorkerSpec{Kind: "DataProcessor", Pool: "my-pool", Args: ctorArgs})
+	body, _ := codec.Msgpack.Marshal(wire.WorkerSpec{Kind: "DataProcessor", Pool: "my-pool", Args: ctorArgs})
 	if r, err = nc.Request(sub.Spawn(info.ID), body, 5*time.Second); err != nil {
 		panic(err)
 	}
-	var spawned fleet.SpawnReply
+	var spawned wire.SpawnReply
 	if err := codec.Msgpack.Unmarshal(r.Data, &spawned); err != nil || spawned.Error != "" {
 		panic(fmt.Sprint(err, spawned.Error))
 	}

@@ -10,9 +10,11 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/msgp"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
-// The worker's side of call batches (HeaderBatch, wire.go). A client that has many calls waiting for one worker sends
+// The worker's side of call batches (wire.HeaderBatch, wire.go). A client that has many calls waiting for one worker sends
 // them in one message; the worker serves them in order, exactly as if they had come one by one, and answers those that
 // finish while it serves the batch in one message per client inbox and per replyChunk calls or replyWait, so that a
 // client hears of the first calls of a long batch, and sends more, while the worker serves the rest. Under load the
@@ -20,14 +22,14 @@ import (
 // batch instead of once per call.
 
 // onBatch serves a call batch.
-func (h *Hosted) onBatch(m *nats.Msg, start time.Time) {
-	batch, err := DecodeBatchCalls(h.batch[:0], m.Data)
+func (h *hosted) onBatch(m *nats.Msg, start time.Time) {
+	batch, err := wire.DecodeBatchCalls(h.batch[:0], m.Data)
 	if err == nil {
 		h.replies.open()
 		opened, served := start, 0
 		for i := range batch {
 			e := &batch[i]
-			in := callIn{id: e.ID, method: e.Method, deadline: e.Deadline, reply: e.Reply, body: e.Args, batched: true}
+			in := wire.Call{ID: e.ID, Method: e.Method, Deadline: e.Deadline, Reply: e.Reply, Body: e.Args, Batched: true}
 			if c := h.accept(&in, start); c != nil {
 				h.dispatch(c, false)
 			}
@@ -60,7 +62,7 @@ type replyBatch struct {
 	bodies  []byte // the entries' msgpack bodies, one after the other
 
 	// flush's, the subscription goroutine's alone
-	out  []BatchReply
+	out  []wire.BatchReply
 	msg  nats.Msg
 	n    [1]string // the Fleet-Batch header's value
 	body []byte
@@ -105,7 +107,7 @@ func (b *replyBatch) add(subject string, res any, err error) bool {
 		return false
 	}
 	start := len(b.bodies)
-	status := codec.StatusOK
+	status := wire.StatusOK
 	if err == nil {
 		var eerr error
 		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies, res); eerr != nil {
@@ -113,9 +115,9 @@ func (b *replyBatch) add(subject string, res any, err error) bool {
 		}
 	}
 	if err != nil {
-		status = codec.StatusError
+		status = wire.StatusError
 		var eerr error
-		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies[:start], EncodeError(err)); eerr != nil {
+		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies[:start], encodeError(err)); eerr != nil {
 			return false // the reply alone reports why
 		}
 	}
@@ -127,7 +129,7 @@ func (b *replyBatch) add(subject string, res any, err error) bool {
 // flush closes the batch and publishes what it gathered: one message per client inbox, or more when the replies
 // exceed the connection's maximum payload. A reply too large for any message is answered with an error matching
 // ErrPayloadTooLarge, as a reply alone would be.
-func (b *replyBatch) flush(h *Hosted) {
+func (b *replyBatch) flush(h *hosted) {
 	b.mu.Lock()
 	b.isOpen = false
 	entries, bodies := b.entries, b.bodies
@@ -149,8 +151,8 @@ func (b *replyBatch) flush(h *Hosted) {
 			esize := len(e.token) + len(status) + len(body) + replyEntryOverhead
 			if esize > limit {
 				var err error
-				status = codec.StatusError
-				if body, err = codec.Msgpack.Marshal(EncodeError(fmt.Errorf(
+				status = wire.StatusError
+				if body, err = codec.Msgpack.Marshal(encodeError(fmt.Errorf(
 					"%w: result of %d bytes exceeds the connection's maximum payload of %d", ErrPayloadTooLarge,
 					len(body), h.nc.MaxPayload()))); err != nil {
 					h.log.Warn("fleet: encode error reply", "worker", h.spec.ID, "err", err)
@@ -162,7 +164,7 @@ func (b *replyBatch) flush(h *Hosted) {
 				b.publish(h, prefix, out)
 				out, size = out[:0], 0
 			}
-			out = append(out, BatchReply{Token: e.token, Status: status, Body: body})
+			out = append(out, wire.BatchReply{Token: e.token, Status: status, Body: body})
 			size += esize
 			e.prefix = ""
 		}
@@ -180,18 +182,18 @@ func (b *replyBatch) flush(h *Hosted) {
 }
 
 // publish sends replies to the batch subject of the inbox prefix.
-func (b *replyBatch) publish(h *Hosted, prefix string, replies []BatchReply) {
+func (b *replyBatch) publish(h *hosted, prefix string, replies []wire.BatchReply) {
 	if len(replies) == 0 {
 		return
 	}
-	b.body = codec.AppendArrayLen(b.body[:0], len(replies))
+	b.body = msgp.AppendArrayLen(b.body[:0], len(replies))
 	for i := range replies {
 		b.body = replies[i].AppendMsgpack(b.body)
 	}
 	if b.msg.Header == nil {
-		b.msg.Header = nats.Header{HeaderBatch: b.n[:]}
+		b.msg.Header = nats.Header{wire.HeaderBatch: b.n[:]}
 	}
-	b.msg.Subject, b.msg.Data, b.n[0] = prefix+ReplyBatchToken, b.body, strconv.Itoa(len(replies))
+	b.msg.Subject, b.msg.Data, b.n[0] = prefix+wire.ReplyBatchToken, b.body, strconv.Itoa(len(replies))
 	if err := h.nc.PublishMsg(&b.msg); err != nil {
 		h.log.Warn("fleet: reply batch", "worker", h.spec.ID, "subject", b.msg.Subject, "err", err)
 	}

@@ -13,29 +13,30 @@ import (
 
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // batchMsg builds a call batch to the worker.
-func batchMsg(t testing.TB, h *fleet.Hosted, calls []fleet.BatchCall) *nats.Msg {
+func batchMsg(t testing.TB, h *fleet.Hosted, calls []wire.BatchCall) *nats.Msg {
 	t.Helper()
 	m := nats.NewMsg(subjects.Worker(h.ID()))
-	m.Header.Set(fleet.HeaderBatch, strconv.Itoa(len(calls)))
+	m.Header.Set(wire.HeaderBatch, strconv.Itoa(len(calls)))
 	m.Data = mustMarshal(t, codec.Msgpack, calls)
 	return m
 }
 
 // entry is a batch entry calling method with args, answered on prefix+token.
-func entry(t testing.TB, prefix, token, method string, a ...any) fleet.BatchCall {
+func entry(t testing.TB, prefix, token, method string, a ...any) wire.BatchCall {
 	t.Helper()
-	return fleet.BatchCall{ID: "id-" + token, Method: method, Reply: prefix + token, Args: msgpack.RawMessage(args(t, a...))}
+	return wire.BatchCall{ID: "id-" + token, Method: method, Reply: prefix + token, Args: msgpack.RawMessage(args(t, a...))}
 }
 
 // sendBatch sends h one batch of n calls of method, the i-th with argument arg(i) and answered on prefix+i, and
 // returns the replies once rs has all of them.
 func sendBatch(t testing.TB, nc *nats.Conn, h *fleet.Hosted, rs batchReplies, prefix string, n int, method string,
-	arg func(i int) any) map[string]fleet.BatchReply {
+	arg func(i int) any) map[string]wire.BatchReply {
 	t.Helper()
-	calls := make([]fleet.BatchCall, n)
+	calls := make([]wire.BatchCall, n)
 	for i := range calls {
 		calls[i] = entry(t, prefix, strconv.Itoa(i), method, arg(i))
 	}
@@ -63,7 +64,7 @@ func collectBatches(t testing.TB, nc *nats.Conn, prefix string) batchReplies {
 	out.batches, out.singles = &replies{}, &replies{}
 	sub, err := nc.Subscribe(prefix+"*", func(m *nats.Msg) {
 		rs := out.singles
-		if strings.HasSuffix(m.Subject, "."+fleet.ReplyBatchToken) {
+		if strings.HasSuffix(m.Subject, "."+wire.ReplyBatchToken) {
 			rs = out.batches
 		}
 		rs.mu.Lock()
@@ -78,16 +79,16 @@ func collectBatches(t testing.TB, nc *nats.Conn, prefix string) batchReplies {
 }
 
 // entries decodes every reply batch received, in order, checking each message's Fleet-Batch header.
-func (br batchReplies) entries(t testing.TB) []fleet.BatchReply {
+func (br batchReplies) entries(t testing.TB) []wire.BatchReply {
 	t.Helper()
-	var out []fleet.BatchReply
+	var out []wire.BatchReply
 	for _, m := range br.batches.snapshot() {
-		var b []fleet.BatchReply
+		var b []wire.BatchReply
 		if err := codec.Msgpack.Unmarshal(m.Data, &b); err != nil {
 			t.Fatalf("reply batch %q: %v", m.Data, err)
 		}
-		if n := m.Header.Get(fleet.HeaderBatch); n != strconv.Itoa(len(b)) {
-			t.Errorf("reply batch of %d replies says %s %q", len(b), fleet.HeaderBatch, n)
+		if n := m.Header.Get(wire.HeaderBatch); n != strconv.Itoa(len(b)) {
+			t.Errorf("reply batch of %d replies says %s %q", len(b), wire.HeaderBatch, n)
 		}
 		out = append(out, b...)
 	}
@@ -96,10 +97,10 @@ func (br batchReplies) entries(t testing.TB) []fleet.BatchReply {
 
 // outcomes is every reply the inbox received by token, whether in a reply batch or alone, and whether it came in a
 // batch; a call answered twice fails the test.
-func (br batchReplies) outcomes(t testing.TB, prefix string) (replies map[string]fleet.BatchReply, batched map[string]bool) {
+func (br batchReplies) outcomes(t testing.TB, prefix string) (replies map[string]wire.BatchReply, batched map[string]bool) {
 	t.Helper()
-	replies, batched = map[string]fleet.BatchReply{}, map[string]bool{}
-	add := func(r fleet.BatchReply, inBatch bool) {
+	replies, batched = map[string]wire.BatchReply{}, map[string]bool{}
+	add := func(r wire.BatchReply, inBatch bool) {
 		if _, dup := replies[r.Token]; dup {
 			t.Fatalf("call %s answered twice", r.Token)
 		}
@@ -109,14 +110,14 @@ func (br batchReplies) outcomes(t testing.TB, prefix string) (replies map[string
 		add(r, true)
 	}
 	for _, m := range br.singles.snapshot() {
-		add(fleet.BatchReply{Token: strings.TrimPrefix(m.Subject, prefix), Status: m.Header.Get(codec.HeaderStatus),
+		add(wire.BatchReply{Token: strings.TrimPrefix(m.Subject, prefix), Status: m.Header.Get(wire.HeaderStatus),
 			Body: m.Data}, false)
 	}
 	return replies, batched
 }
 
 // batchResult decodes a reply's outcome into out.
-func batchResult(t testing.TB, r fleet.BatchReply, out any) error {
+func batchResult(t testing.TB, r wire.BatchReply, out any) error {
 	t.Helper()
 	return decodeReply(t, codec.Msgpack, r.Status, r.Body, out)
 }
@@ -128,18 +129,18 @@ func TestServeBatch(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warm := warmUp(t, nc, h, "Mark", "warm")
 	pa, pb := nc.NewInbox()+".", nc.NewInbox()+"."
 	ra, rb := collectBatches(t, nc, pa), collectBatches(t, nc, pb)
-	calls := []fleet.BatchCall{
+	calls := []wire.BatchCall{
 		entry(t, pa, "1", "Mark", "1"),
 		entry(t, pb, "1", "Mark", "2"),
 		entry(t, pa, "2", "Explode"),
 		entry(t, pa, "3", "Mark", 3),
 		entry(t, pa, "4", "Mark", "4"),
 	}
-	calls[4].Deadline = codec.FormatDeadline(time.Now().Add(time.Minute))
+	calls[4].Deadline = wire.FormatDeadline(time.Now().Add(time.Minute))
 	if err := nc.PublishMsg(batchMsg(t, h, calls)); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func TestServeBatch(t *testing.T) {
 	a, aBatched := ra.outcomes(t, pa)
 	b, bBatched := rb.outcomes(t, pb)
 	tests := []struct {
-		got     fleet.BatchReply
+		got     wire.BatchReply
 		batched bool
 		wantErr error
 	}{
@@ -198,7 +199,7 @@ func TestServeBatchRepliesInChunks(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Mark", "warm")
 	prefix := nc.NewInbox() + "."
 	rs := collectBatches(t, nc, prefix)
@@ -213,7 +214,7 @@ func TestServeBatchRepliesInChunks(t *testing.T) {
 	}
 	msgs := rs.batches.snapshot()
 	for _, m := range msgs {
-		if k, _ := strconv.Atoi(m.Header.Get(fleet.HeaderBatch)); k > fleet.ReplyChunk {
+		if k, _ := strconv.Atoi(m.Header.Get(wire.HeaderBatch)); k > fleet.ReplyChunk {
 			t.Errorf("a reply batch carries %d replies, more than a chunk of %d", k, fleet.ReplyChunk)
 		}
 	}
@@ -230,7 +231,7 @@ func TestServeBatchRepliesWithinWait(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Spin", 50)
 	prefix := nc.NewInbox() + "."
 	rs := collectBatches(t, nc, prefix)
@@ -261,12 +262,12 @@ func TestServeBatchRepliesOverMaxPayload(t *testing.T) {
 	const maxPayload = 4096
 	s := startServer(t, maxPayload)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Blob", 10)
 	prefix := nc.NewInbox() + "."
 	rs := collectBatches(t, nc, prefix)
 	sizes := []int{1500, 1500, 5000, 1500, 10}
-	var calls []fleet.BatchCall
+	var calls []wire.BatchCall
 	for i, n := range sizes {
 		calls = append(calls, entry(t, prefix, strconv.Itoa(i), "Blob", n))
 	}
@@ -312,7 +313,7 @@ func TestServeBatchRepliesAlone(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	gate, open := newGate(t)
 	prefix := nc.NewInbox() + "."
 	rs := collectBatches(t, nc, prefix)
@@ -329,7 +330,7 @@ func TestServeBatchRepliesAlone(t *testing.T) {
 	defer sub.Unsubscribe()
 	// Hold runs first (its method is not known to be short: it goes to the worker's goroutine), so Mark queues
 	// behind it; both finish after the batch has been served.
-	calls := []fleet.BatchCall{
+	calls := []wire.BatchCall{
 		entry(t, prefix, "1", "Hold", gate),
 		entry(t, prefix, "2", "Mark", "2"),
 		{ID: "id-3", Method: "Ping", Reply: single, Args: msgpack.RawMessage(args(t))},
@@ -346,7 +347,7 @@ func TestServeBatchRepliesAlone(t *testing.T) {
 	}
 	for _, m := range append(rs.singles.snapshot(), singles.snapshot()...) {
 		if err := result(t, m, nil); err != nil {
-			t.Errorf("call %s: %v", m.Header.Get(codec.HeaderCallID), err)
+			t.Errorf("call %s: %v", m.Header.Get(wire.HeaderCallID), err)
 		}
 	}
 	if m := marked(t, h); !slices.Equal(m, []string{"2"}) {
@@ -359,10 +360,10 @@ func TestServeBatchMalformed(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	for _, body := range [][]byte{nil, []byte{0x91, 0xc1}, mustMarshal(t, codec.Msgpack, "not a batch")} {
 		m := nats.NewMsg(subjects.Worker(h.ID()))
-		m.Header.Set(fleet.HeaderBatch, "1")
+		m.Header.Set(wire.HeaderBatch, "1")
 		m.Data = body
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)

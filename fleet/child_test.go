@@ -19,15 +19,16 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 func TestChildEnv(t *testing.T) {
 	t.Parallel()
-	env, err := fleet.ChildEnv(fleet.WorkerSpec{Kind: "DataProcessor", ID: "w1"})
+	env, err := wire.ChildEnv(wire.WorkerSpec{Kind: "DataProcessor", ID: "w1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(env) != 2 || env[0] != fleet.EnvChild+"=1" || !strings.HasPrefix(env[1], fleet.EnvSpec+"=") {
+	if len(env) != 2 || env[0] != wire.EnvChild+"=1" || !strings.HasPrefix(env[1], wire.EnvSpec+"=") {
 		t.Errorf("env %q", env)
 	}
 }
@@ -59,9 +60,9 @@ type child struct {
 	err    error // of Wait, once exited is closed
 }
 
-func startChild(t *testing.T, s *server.Server, spec fleet.WorkerSpec) *child {
+func startChild(t *testing.T, s *server.Server, spec wire.WorkerSpec) *child {
 	t.Helper()
-	env, err := fleet.ChildEnv(spec)
+	env, err := wire.ChildEnv(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,14 +116,14 @@ func (c *child) wait(t *testing.T, d time.Duration) int {
 type heartbeats struct {
 	mu   sync.Mutex
 	n    int
-	last fleet.Heartbeat
+	last wire.Heartbeat
 }
 
 func watchHeartbeats(t *testing.T, nc *nats.Conn, kind, id string) *heartbeats {
 	t.Helper()
 	hb := &heartbeats{}
 	sub, err := nc.Subscribe(subjects.Heartbeat(kind, id), func(m *nats.Msg) {
-		var b fleet.Heartbeat
+		var b wire.Heartbeat
 		if err := codec.Msgpack.Unmarshal(m.Data, &b); err != nil {
 			t.Errorf("heartbeat: %v", err)
 			return
@@ -161,7 +162,7 @@ func TestChildServes(t *testing.T) {
 			}
 		}},
 		{"control stop", func(t *testing.T, nc *nats.Conn, c *child, id string) {
-			if err := result(t, control(t, nc, id, fleet.ControlStop, nil), nil); err != nil {
+			if err := result(t, control(t, nc, id, wire.ControlStop, nil), nil); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -178,7 +179,7 @@ func TestChildServes(t *testing.T) {
 			nc := connect(t, s)
 			id := "child-" + strings.ReplaceAll(tt.name, " ", "-")
 			hb := watchHeartbeats(t, nc, "DataProcessor", id)
-			c := startChild(t, s, fleet.WorkerSpec{Kind: "DataProcessor", ID: id, Index: 4, Pool: "p",
+			c := startChild(t, s, wire.WorkerSpec{Kind: "DataProcessor", ID: id, Index: 4, Pool: "p",
 				Args: args(t, 10), HeartbeatInterval: interval})
 			waitFor(t, 30*time.Second, "the child's first heartbeat", func() bool { return hb.count() > 0 })
 			if got := process(t, nc, subjects.Worker(id), 42); got != 420 {
@@ -203,7 +204,7 @@ func TestChildSignalDrains(t *testing.T) {
 	s := startServer(t, 0)
 	nc := connect(t, s)
 	hb := watchHeartbeats(t, nc, "SlowWorker", "drained")
-	c := startChild(t, s, fleet.WorkerSpec{Kind: "SlowWorker", ID: "drained"})
+	c := startChild(t, s, wire.WorkerSpec{Kind: "SlowWorker", ID: "drained"})
 	waitFor(t, 30*time.Second, "the child's first heartbeat", func() bool { return hb.count() > 0 })
 	inbox, rs := collect(t, nc)
 	m := callMsg(subjects.Worker("drained"), "Process", "", args(t, 500*time.Millisecond))
@@ -213,7 +214,7 @@ func TestChildSignalDrains(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the call to run", func() bool {
 		var st fleet.WorkerStats
-		return result(t, control(t, nc, "drained", fleet.ControlStats, nil), &st) == nil && st.InFlight == 1
+		return result(t, control(t, nc, "drained", wire.ControlStats, nil), &st) == nil && st.InFlight == 1
 	})
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -234,7 +235,7 @@ func TestChildKilled(t *testing.T) {
 	nc := connect(t, s)
 	const interval = 50 * time.Millisecond
 	hb := watchHeartbeats(t, nc, "SlowWorker", "victim")
-	c := startChild(t, s, fleet.WorkerSpec{Kind: "SlowWorker", ID: "victim", HeartbeatInterval: interval})
+	c := startChild(t, s, wire.WorkerSpec{Kind: "SlowWorker", ID: "victim", HeartbeatInterval: interval})
 	waitFor(t, 30*time.Second, "three heartbeats", func() bool { return hb.count() >= 3 })
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -264,11 +265,11 @@ func TestChildCannotStart(t *testing.T) {
 	s := startServer(t, 0)
 	tests := []struct {
 		name string
-		spec fleet.WorkerSpec
+		spec wire.WorkerSpec
 		want string
 	}{
-		{"unknown kind", fleet.WorkerSpec{Kind: "Nope"}, "fleet: unknown kind"},
-		{"bad constructor arguments", fleet.WorkerSpec{Kind: "DataProcessor"}, "fleet: bad arguments"},
+		{"unknown kind", wire.WorkerSpec{Kind: "Nope"}, "fleet: unknown kind"},
+		{"bad constructor arguments", wire.WorkerSpec{Kind: "DataProcessor"}, "fleet: bad arguments"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/actor"
+	"github.com/natsfleet/natsfleet/internal/wire"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
@@ -15,8 +16,8 @@ type envKey struct{}
 // callEnv is what a method's context carries: who runs it, its limits and where progress goes. One per call, built
 // only for methods that take a context.
 type callEnv struct {
-	worker *Worker
-	task   *Task
+	worker *actor.Worker
+	task   *actor.Task
 }
 
 func env(ctx context.Context) *callEnv {
@@ -30,8 +31,8 @@ func env(ctx context.Context) *callEnv {
 //
 //	acq, err := fleet.Limits(ctx).Acquire(ctx, limits.Request{"tokens": 100})
 func Limits(ctx context.Context) limits.Provider {
-	if e := env(ctx); e != nil && e.worker.limits != nil {
-		return e.worker.limits
+	if e := env(ctx); e != nil && e.worker.Limits() != nil {
+		return e.worker.Limits()
 	}
 	return limits.Noop
 }
@@ -51,8 +52,8 @@ func CallInfo(ctx context.Context) (info Info, ok bool) {
 	if e == nil {
 		return Info{}, false
 	}
-	return Info{Kind: e.worker.kind.name, WorkerID: e.worker.id, WorkerIndex: e.worker.index,
-		CallID: e.task.CallID, Method: e.task.Method.name}, true
+	return Info{Kind: e.worker.Kind(), WorkerID: e.worker.ID(), WorkerIndex: e.worker.Index(),
+		CallID: e.task.CallID, Method: e.task.Method.Name()}, true
 }
 
 // ProgressInterval is the least time between two progress events of one bar; updates in between are merged, and the
@@ -62,9 +63,9 @@ const ProgressInterval = 100 * time.Millisecond
 // Bar reports the progress of one piece of work inside a method to the caller, wherever the method runs. Its
 // methods are safe for concurrent use; a Bar from a context with no caller listening discards what it is told.
 type Bar struct {
-	sink  func(codec.Progress)
+	sink  func(wire.Progress)
 	mu    sync.Mutex
-	ev    codec.Progress
+	ev    wire.Progress
 	last  time.Time
 	timer *time.Timer
 	dirty bool
@@ -77,9 +78,9 @@ func Progress(ctx context.Context, total int64, desc string) *Bar {
 	if e == nil || e.task.Progress == nil {
 		return &Bar{}
 	}
-	n := e.task.bars.Add(1)
+	n := e.task.NextBar()
 	b := &Bar{sink: e.task.Progress}
-	b.ev = codec.Progress{Bar: e.task.CallID + "/" + strconv.Itoa(int(n)), Desc: desc, Total: total}
+	b.ev = wire.Progress{Bar: e.task.CallID + "/" + strconv.Itoa(int(n)), Desc: desc, Total: total}
 	b.mu.Lock()
 	b.emitLocked(time.Now())
 	b.mu.Unlock()
@@ -87,13 +88,13 @@ func Progress(ctx context.Context, total int64, desc string) *Bar {
 }
 
 // Add advances the bar by n steps.
-func (b *Bar) Add(n int64) { b.update(func(ev *codec.Progress) { ev.N += n }) }
+func (b *Bar) Add(n int64) { b.update(func(ev *wire.Progress) { ev.N += n }) }
 
 // Set moves the bar to n steps.
-func (b *Bar) Set(n int64) { b.update(func(ev *codec.Progress) { ev.N = n }) }
+func (b *Bar) Set(n int64) { b.update(func(ev *wire.Progress) { ev.N = n }) }
 
 // SetTotal changes the number of steps.
-func (b *Bar) SetTotal(total int64) { b.update(func(ev *codec.Progress) { ev.Total = total }) }
+func (b *Bar) SetTotal(total int64) { b.update(func(ev *wire.Progress) { ev.Total = total }) }
 
 // Finish marks the bar complete and delivers its final state at once.
 func (b *Bar) Finish() {
@@ -115,7 +116,7 @@ func (b *Bar) Finish() {
 	b.emitLocked(time.Now())
 }
 
-func (b *Bar) update(f func(*codec.Progress)) {
+func (b *Bar) update(f func(*wire.Progress)) {
 	if b.sink == nil {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/msgp"
 )
 
 // Calling a method through reflect.Value.Call costs a slice of results, a boxed copy of each, and a lookup of the
@@ -173,7 +174,7 @@ func shape[A, R any]() {
 
 // decodeArg decodes body, a msgpack array of one A.
 func decodeArg[A any](body []byte) (any, bool) {
-	r := codec.NewReader(body)
+	r := msgp.NewReader(body)
 	if n, err := r.ArrayLen(); err != nil || n != 1 {
 		return nil, false
 	}
@@ -181,7 +182,7 @@ func decodeArg[A any](body []byte) (any, bool) {
 	if err != nil || r.Len() != 0 {
 		return nil, false
 	}
-	if a, ok := codec.DecodeInteger[A](raw); ok {
+	if a, ok := msgp.DecodeInteger[A](raw); ok {
 		return a, true
 	}
 	var a A
@@ -200,7 +201,7 @@ func result[R any](v R, err error) (any, error) {
 }
 
 // directFor returns the direct caller of m, or nil when its shape has none.
-func directFor(m *Method) directFn {
+func directFor(m *method) directFn {
 	if len(m.params) > 1 {
 		return nil
 	}
@@ -217,9 +218,9 @@ func directFor(m *Method) directFn {
 }
 
 // Exact reports whether args fit m's parameters as they are (same count, each of the parameter's very type, nil for a
-// []byte, anything for an interface{} parameter) and m can be called without reflection: a Task may then carry them in
+// []byte, anything for an interface{} parameter) and m can be called without reflection: a actor.Task may then carry them in
 // Values and leave Args nil.
-func (m *Method) Exact(args []any) bool {
+func (m *method) Exact(args []any) bool {
 	if m.direct == nil || len(args) != len(m.params) {
 		return false
 	}
@@ -243,7 +244,7 @@ var (
 
 // directArg decodes the one argument of a call to a direct method, when its body is msgpack and the value decodes
 // as the parameter's type.
-func directArg(m *Method, cd codec.Codec, body []byte) (any, bool) {
+func directArg(m *method, cd codec.Codec, body []byte) (any, bool) {
 	if m.decodeArg == nil || cd != codec.Msgpack {
 		return nil, false
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
 )
 
 // Shapes has a method of each shape the direct path covers, and some it does not.
@@ -65,7 +66,7 @@ var shapesKind = fleet.Register("Shapes", NewShapes)
 // both paths give the same outcome, and the shapes of the direct table skip reflection.
 func TestDirectCalls(t *testing.T) {
 	t.Parallel()
-	w, err := shapesKind.Start(fleet.WorkerOptions{}, 100)
+	w, err := fleet.StartWorker(shapesKind, actor.Options{}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestDirectCalls(t *testing.T) {
 		{"Mirror", nil, []any{point{1, 2}}, false, point{2, 1}, ""},
 	}
 	for _, tc := range tests {
-		m, err := shapesKind.Method(tc.method)
+		m, err := fleet.Method(shapesKind, tc.method)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +122,7 @@ func TestDirectCalls(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, task := range []*fleet.Task{{Ctx: tc.ctx, Method: m, Values: tc.args}, {Ctx: tc.ctx, Method: m, Args: in}} {
+		for _, task := range []*actor.Task{{Ctx: tc.ctx, Method: m, Values: tc.args}, {Ctx: tc.ctx, Method: m, Args: in}} {
 			path := "values"
 			if task.Args != nil {
 				path = "reflection"
@@ -141,7 +142,7 @@ func TestDirectCalls(t *testing.T) {
 // rejected with ErrBadArguments, never passed as a zero value.
 func TestDirectConvertsOrRejects(t *testing.T) {
 	t.Parallel()
-	w, err := shapesKind.Start(fleet.WorkerOptions{}, 0)
+	w, err := fleet.StartWorker(shapesKind, actor.Options{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +163,14 @@ func TestDirectConvertsOrRejects(t *testing.T) {
 		{"Touch", []any{1}, nil, fleet.ErrBadArguments},
 	}
 	for _, tc := range tests {
-		m, err := shapesKind.Method(tc.method)
+		m, err := fleet.Method(shapesKind, tc.method)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if m.Exact(tc.args) {
 			t.Errorf("%s%v: Exact = true, want false", tc.method, tc.args)
 		}
-		res, err := w.Run(&fleet.Task{Method: m, Values: tc.args})
+		res, err := w.Run(&actor.Task{Method: m, Values: tc.args})
 		if !errors.Is(err, tc.err) || !reflect.DeepEqual(res, tc.want) {
 			t.Errorf("%s%v = %#v, %v; want %#v, %v", tc.method, tc.args, res, err, tc.want, tc.err)
 		}
@@ -178,12 +179,12 @@ func TestDirectConvertsOrRejects(t *testing.T) {
 
 // BenchmarkInvoke compares a call through the direct path with the same call through reflection.
 func BenchmarkInvoke(b *testing.B) {
-	w, err := shapesKind.Start(fleet.WorkerOptions{}, 0)
+	w, err := fleet.StartWorker(shapesKind, actor.Options{}, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer w.Stop(context.Background())
-	m, err := shapesKind.Method("Double")
+	m, err := fleet.Method(shapesKind, "Double")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -194,8 +195,8 @@ func BenchmarkInvoke(b *testing.B) {
 	}
 	for _, bc := range []struct {
 		name string
-		task *fleet.Task
-	}{{"direct", &fleet.Task{Method: m, Values: args}}, {"reflect", &fleet.Task{Method: m, Args: in}}} {
+		task *actor.Task
+	}{{"direct", &actor.Task{Method: m, Values: args}}, {"reflect", &actor.Task{Method: m, Args: in}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -238,18 +239,18 @@ func TestDirectWrappers(t *testing.T) {
 		{wrappedKind, "Label", "!", "w!"},
 	}
 	for _, tc := range tests {
-		w, err := tc.kind.Start(fleet.WorkerOptions{}, 7)
+		w, err := fleet.StartWorker(tc.kind, actor.Options{}, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := tc.kind.Method(tc.method)
+		m, err := fleet.Method(tc.kind, tc.method)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !fleet.Direct(m) {
 			t.Errorf("%s.%s is not direct", tc.kind.Name(), tc.method)
 		}
-		res, err := w.Run(&fleet.Task{Method: m, Values: []any{tc.arg}})
+		res, err := w.Run(&actor.Task{Method: m, Values: []any{tc.arg}})
 		if err != nil || res != tc.want {
 			t.Errorf("%s.%s(%v) = %v, %v; want %v", tc.kind.Name(), tc.method, tc.arg, res, err, tc.want)
 		}
@@ -278,7 +279,7 @@ func TestDirectArgDecodingIntegerForms(t *testing.T) {
 		{0x91, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0}, // float64 1.5: the msgpack decoder's
 	}
 	for _, method := range []string{"Double", "Wide"} {
-		m, err := shapesKind.Method(method)
+		m, err := fleet.Method(shapesKind, method)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +326,7 @@ func TestDirectArgDecoding(t *testing.T) {
 		{"Touch", []any{}, false},
 	}
 	for _, tc := range tests {
-		m, err := shapesKind.Method(tc.method)
+		m, err := fleet.Method(shapesKind, tc.method)
 		if err != nil {
 			t.Fatal(err)
 		}

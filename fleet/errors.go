@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"sync"
 
-	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
-// Sentinel errors. They keep their identity across processes: a caller matches them with errors.Is whatever mode the
-// worker runs in.
+// Errors of workers and agents. They keep their identity across processes: a caller matches them with errors.Is
+// whatever mode the worker runs in.
 var (
 	// ErrUnknownMethod: the kind has no callable method of that name.
 	ErrUnknownMethod = errors.New("fleet: unknown method")
@@ -25,10 +24,12 @@ var (
 	ErrPayloadTooLarge = errors.New("fleet: payload too large")
 	// ErrMalformed: a message to a worker could not be read (bad headers or body).
 	ErrMalformed = errors.New("fleet: malformed message")
+	// ErrNoCapacity: an agent refused to start a worker because all the capacity it offers is in use.
+	ErrNoCapacity = errors.New("fleet: agent has no free capacity")
 )
 
 // MethodError says which method of which kind a call failed on; it matches its Err (ErrUnknownMethod,
-// ErrBadArguments) with errors.Is.
+// ErrBadArguments, ErrMalformed) with errors.Is.
 type MethodError struct {
 	Kind, Method string
 	Err          error
@@ -68,24 +69,13 @@ type RemoteError struct {
 	Type    string
 	Message string
 	Stack   string
-	Code    string
-	Err     error // the registered sentinel, or nil
+	Code    string // the registered sentinel's name on the wire; "" for none
+	Err     error  // the registered sentinel, or nil
 }
 
 func (e *RemoteError) Error() string { return e.Message }
 
 func (e *RemoteError) Unwrap() error { return e.Err }
-
-var sentinels = struct {
-	sync.RWMutex
-	byCode map[string]error
-	order  []registeredError
-}{byCode: make(map[string]error)}
-
-type registeredError struct {
-	code string
-	err  error
-}
 
 func init() {
 	for _, e := range []struct {
@@ -98,41 +88,29 @@ func init() {
 		{"fleet.ErrWorkerStopped", ErrWorkerStopped},
 		{"fleet.ErrPayloadTooLarge", ErrPayloadTooLarge},
 		{"fleet.ErrMalformed", ErrMalformed},
+		{"fleet.ErrNoCapacity", ErrNoCapacity},
 		{"context.Canceled", context.Canceled},
 		{"context.DeadlineExceeded", context.DeadlineExceeded},
 	} {
-		registerError(e.code, e.err)
+		wire.RegisterSentinel(e.code, e.err)
 	}
 }
 
 // RegisterError makes a sentinel error keep its identity across processes: a method that returns it (or wraps it)
 // in a worker process gives the caller an error for which errors.Is(err, sentinel) holds. Both sides must register
 // it, as package-level code does when the worker binary and the client share the package that declares it.
-// The error's message is its identity on the wire, so two registered sentinels must not share a message; Register
-// panics then, as it does for a nil error.
+// The error's message is its identity on the wire, so two registered sentinels must not share a message;
+// RegisterError panics then, as it does for a nil error.
 func RegisterError(sentinel error) {
 	if sentinel == nil {
 		panic("fleet: RegisterError(nil)")
 	}
-	registerError(sentinel.Error(), sentinel)
+	wire.RegisterSentinel(sentinel.Error(), sentinel)
 }
 
-func registerError(code string, err error) {
-	sentinels.Lock()
-	defer sentinels.Unlock()
-	if prev, dup := sentinels.byCode[code]; dup {
-		if prev == err {
-			return
-		}
-		panic(fmt.Sprintf("fleet: RegisterError: another error is registered with message %q", code))
-	}
-	sentinels.byCode[code] = err
-	sentinels.order = append(sentinels.order, registeredError{code, err})
-}
-
-// EncodeError describes err for the wire.
-func EncodeError(err error) codec.Error {
-	e := codec.Error{Type: fmt.Sprintf("%T", err), Message: err.Error()}
+// encodeError describes err for the wire.
+func encodeError(err error) wire.Error {
+	e := wire.Error{Type: fmt.Sprintf("%T", err), Message: err.Error()}
 	var re *RemoteError
 	if errors.As(err, &re) {
 		// An error relayed from another worker keeps its original description.
@@ -143,25 +121,11 @@ func EncodeError(err error) codec.Error {
 	if errors.As(err, &pe) {
 		e.Stack = pe.Stack
 	}
-	sentinels.RLock()
-	defer sentinels.RUnlock()
-	// The most recently registered match wins, so a user's sentinel is preferred over context errors it wraps.
-	for i := len(sentinels.order) - 1; i >= 0; i-- {
-		if errors.Is(err, sentinels.order[i].err) {
-			e.Code = sentinels.order[i].code
-			break
-		}
-	}
+	e.Code = wire.SentinelCode(err)
 	return e
 }
 
-// DecodeError rebuilds an error from its wire description.
-func DecodeError(e codec.Error) error {
-	re := &RemoteError{Type: e.Type, Message: e.Message, Stack: e.Stack, Code: e.Code}
-	if e.Code != "" {
-		sentinels.RLock()
-		re.Err = sentinels.byCode[e.Code]
-		sentinels.RUnlock()
-	}
-	return re
+// decodeError rebuilds an error from its wire description.
+func decodeError(e wire.Error) error {
+	return &RemoteError{Type: e.Type, Message: e.Message, Stack: e.Stack, Code: e.Code, Err: wire.Sentinel(e.Code)}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/fleet"
 )
 
@@ -38,32 +40,37 @@ func ExampleRegister() {
 	// true <nil>
 }
 
-// A Worker hosts one instance; Run executes a call in the calling goroutine (Submit queues it behind others).
-func ExampleKind_Start() {
-	w, err := CounterKind.Start(fleet.WorkerOptions{ID: "c1"}, 40)
+// A sentinel a method returns keeps its identity in the caller, whatever process the worker runs in, once both
+// sides register it. Here the worker runs on an agent, as it would on another machine of the fleet.
+func ExampleRegisterError() {
+	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{Port: -1})
 	if err != nil {
 		panic(err)
 	}
-	defer w.Stop(context.Background())
-	add, _ := CounterKind.Method("Add")
-	args, _ := add.Args([]any{2})
-	n, err := w.Run(&fleet.Task{Method: add, Args: args})
-	fmt.Println(n, err)
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+	agent, err := fleet.StartAgent(nc, fleet.AgentOptions{Capacity: 1})
+	if err != nil {
+		panic(err)
+	}
+	defer agent.Stop(context.Background())
 
-	_, err = CounterKind.Method("Sub")
-	fmt.Println(errors.Is(err, fleet.ErrUnknownMethod))
-	_, err = add.Args([]any{"two"})
-	fmt.Println(err)
+	ctx := context.Background()
+	pool, err := client.New(ctx, CounterKind, client.Options{Mode: client.Fleet, Conn: nc}, 40)
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Stop(ctx)
+	n, err := client.Call[int](pool, "Add", 2).Result(ctx)
+	fmt.Println(n, err)
+	_, err = client.Call[int](pool, "Add", -1).Result(ctx)
+	var re *fleet.RemoteError
+	fmt.Println(errors.Is(err, ErrNegativeStep), errors.As(err, &re))
 	// Output:
 	// 42 <nil>
-	// true
-	// fleet: bad arguments ExampleCounter.Add: argument 0: string is not assignable to int; expected (int)
-}
-
-// An error crossing a process boundary keeps its identity when it is registered.
-func ExampleRegisterError() {
-	wire := fleet.EncodeError(fmt.Errorf("step -1: %w", ErrNegativeStep))
-	err := fleet.DecodeError(wire)
-	fmt.Println(wire.Code, errors.Is(err, ErrNegativeStep))
-	// Output: counter: negative step true
+	// true true
 }

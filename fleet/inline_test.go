@@ -17,6 +17,8 @@ import (
 
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // Gated is a kind whose calls the tests control: Hold blocks until the test opens its gate, Mark records that it ran.
@@ -102,7 +104,7 @@ func ranInline() bool {
 
 func marked(t testing.TB, h *fleet.Hosted) []string {
 	t.Helper()
-	return h.Worker().Instance().(*Gated).Marked()
+	return h.Worker().Instance().Interface().(*Gated).Marked()
 }
 
 // publishCall sends a call without waiting for its reply, which goes to inbox.
@@ -110,7 +112,7 @@ func publishCall(t testing.TB, nc *nats.Conn, h *fleet.Hosted, inbox, id, method
 	t.Helper()
 	m := callMsg(subjects.Worker(h.ID()), method, "", args(t, a...))
 	m.Reply = inbox
-	m.Header.Set(codec.HeaderCallID, id)
+	m.Header.Set(wire.HeaderCallID, id)
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +139,7 @@ func byID(t testing.TB, rs *replies) map[string]error {
 	out := map[string]error{}
 	for _, r := range rs.snapshot() {
 		var inline bool
-		out[r.Header.Get(codec.HeaderCallID)] = result(t, r, &inline)
+		out[r.Header.Get(wire.HeaderCallID)] = result(t, r, &inline)
 	}
 	return out
 }
@@ -146,7 +148,7 @@ func TestServeInlineKeepsOrder(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warm := warmUp(t, nc, h, "Mark", "warm")
 	inbox, rs := collect(t, nc)
 	const n = 200
@@ -161,7 +163,7 @@ func TestServeInlineKeepsOrder(t *testing.T) {
 	waitFor(t, 10*time.Second, "200 replies", func() bool { return rs.count() == n })
 	inline := 0
 	for i, r := range rs.snapshot() {
-		if id := r.Header.Get(codec.HeaderCallID); id != strconv.Itoa(i) {
+		if id := r.Header.Get(wire.HeaderCallID); id != strconv.Itoa(i) {
 			t.Fatalf("reply %d is call %s's: out of order", i, id)
 		}
 		var ran bool
@@ -187,7 +189,7 @@ func TestServeControlCall(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Hold", "open")
 	gate, open := newGate(t)
 	inbox, rs := collect(t, nc)
@@ -208,10 +210,10 @@ func TestServeControlCall(t *testing.T) {
 	}
 	for _, tt := range tests {
 		m := callMsg(subjects.Control(h.ID()), tt.method, tt.contentType, tt.body)
-		m.Header.Set(fleet.HeaderControl, fleet.ControlCall)
-		m.Header.Set(codec.HeaderCallID, "urgent-"+tt.name)
+		m.Header.Set(wire.HeaderControl, wire.ControlCall)
+		m.Header.Set(wire.HeaderCallID, "urgent-"+tt.name)
 		r := request(t, nc, m)
-		if id := r.Header.Get(codec.HeaderCallID); id != "urgent-"+tt.name {
+		if id := r.Header.Get(wire.HeaderCallID); id != "urgent-"+tt.name {
 			t.Errorf("%s: reply call ID %q", tt.name, id)
 		}
 		if tt.wantErr != nil {
@@ -220,7 +222,7 @@ func TestServeControlCall(t *testing.T) {
 			}
 			continue
 		}
-		if st := r.Header.Get(codec.HeaderStatus); st != codec.StatusOK || string(r.Data) != tt.want {
+		if st := r.Header.Get(wire.HeaderStatus); st != wire.StatusOK || string(r.Data) != tt.want {
 			t.Errorf("%s: status %q body %q, want ok %q", tt.name, st, r.Data, tt.want)
 		}
 	}
@@ -255,7 +257,7 @@ func TestServeCancelWaitingCallWithoutContext(t *testing.T) {
 			t.Parallel()
 			s := startServer(t, 0)
 			nc := connect(t, s)
-			h := serve(t, nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+			h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 			calls := int64(3)
 			if tt.inline {
 				calls += int64(warmUp(t, nc, h, "Hold", "open"))
@@ -278,7 +280,7 @@ func TestServeCancelWaitingCallWithoutContext(t *testing.T) {
 			} else {
 				// A buffered one when it comes out. The control subject answers in order, so once a ping is answered
 				// the worker has seen the cancel.
-				control(t, nc, h.ID(), fleet.ControlPing, nil)
+				control(t, nc, h.ID(), wire.ControlPing, nil)
 				if n := rs.count(); n != 0 {
 					t.Fatalf("%d replies while the held call runs", n)
 				}
@@ -318,7 +320,7 @@ func TestServeStopWithBufferedCalls(t *testing.T) {
 			t.Parallel()
 			s := startServer(t, 0)
 			nc := connect(t, s)
-			h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
+			h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -335,8 +337,8 @@ func TestServeStopWithBufferedCalls(t *testing.T) {
 			stopped := make(chan error, 1)
 			if tt.abort {
 				m := nats.NewMsg(subjects.Control(h.ID()))
-				m.Header.Set(fleet.HeaderControl, fleet.ControlStop)
-				m.Header.Set(fleet.HeaderAbort, "1")
+				m.Header.Set(wire.HeaderControl, wire.ControlStop)
+				m.Header.Set(wire.HeaderAbort, "1")
 				go func() {
 					r, err := nc.RequestMsg(m, 10*time.Second)
 					if err == nil {
@@ -378,13 +380,13 @@ func TestServeStopWithBufferedCalls(t *testing.T) {
 }
 
 // worker starts a Gated worker outside any server.
-func worker(t testing.TB, opts fleet.WorkerOptions) *fleet.Worker {
+func worker(t testing.TB, opts actor.Options) *actor.Worker {
 	t.Helper()
 	k, err := fleet.Lookup("Gated")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := k.Start(opts)
+	w, err := fleet.StartWorker(k, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +407,7 @@ type outcome struct {
 	err    error
 }
 
-func (o *outcome) Reply(_ *fleet.Task, res any, err error) {
+func (o *outcome) Reply(_ *actor.Task, res any, err error) {
 	o.result, o.err = res, err
 	close(o.done)
 }
@@ -421,9 +423,13 @@ func (o *outcome) wait(t testing.TB) (any, error) {
 	}
 }
 
-func gatedTask(t testing.TB, w *fleet.Worker, method string, a ...any) (*fleet.Task, *outcome) {
+func gatedTask(t testing.TB, w *actor.Worker, method string, a ...any) (*actor.Task, *outcome) {
 	t.Helper()
-	m, err := w.Kind().Method(method)
+	k, err := fleet.Lookup(w.Kind())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := fleet.Method(k, method)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,12 +438,12 @@ func gatedTask(t testing.TB, w *fleet.Worker, method string, a ...any) (*fleet.T
 		t.Fatal(err)
 	}
 	o := &outcome{done: make(chan struct{})}
-	return &fleet.Task{Method: m, Args: vals, CallID: fmt.Sprint(method, a), Reply: o}, o
+	return &actor.Task{Method: m, Args: vals, CallID: fmt.Sprint(method, a), Reply: o}, o
 }
 
 func TestWorkerRunIfIdle(t *testing.T) {
 	t.Parallel()
-	w := worker(t, fleet.WorkerOptions{})
+	w := worker(t, actor.Options{})
 	gate, open := newGate(t)
 
 	// Idle: the call runs in the calling goroutine and is answered before RunIfIdle returns.
@@ -467,7 +473,7 @@ func TestWorkerRunIfIdle(t *testing.T) {
 	if _, err := o.wait(t); err != nil {
 		t.Fatal(err)
 	}
-	if got := w.Instance().(*Gated).Marked(); !slices.Equal(got, []string{"a", "b"}) {
+	if got := w.Instance().Interface().(*Gated).Marked(); !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("marks %v, want [a b]", got)
 	}
 	// The worker is idle again as soon as the last call is answered.
@@ -476,7 +482,7 @@ func TestWorkerRunIfIdle(t *testing.T) {
 		t.Error("RunIfIdle after the queue drained did not run the call")
 	}
 
-	conc := worker(t, fleet.WorkerOptions{Concurrent: true})
+	conc := worker(t, actor.Options{Concurrent: true})
 	if tk, _ := gatedTask(t, conc, "Mark", "x"); conc.RunIfIdle(tk) {
 		t.Error("a concurrent worker ran a call inline")
 	}
@@ -485,7 +491,7 @@ func TestWorkerRunIfIdle(t *testing.T) {
 // Stop waits for a call running inline; when its context ends first, the call fails and Stop returns.
 func TestWorkerStopWaitsForInlineCall(t *testing.T) {
 	t.Parallel()
-	w := worker(t, fleet.WorkerOptions{})
+	w := worker(t, actor.Options{})
 	gate, open := newGate(t)
 	tk, o := gatedTask(t, w, "Hold", gate)
 	ran := make(chan bool)

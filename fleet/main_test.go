@@ -13,6 +13,7 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	_ "github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 func TestMain(m *testing.M) {
@@ -74,7 +75,7 @@ func connect(t testing.TB, s *server.Server) *nats.Conn {
 }
 
 // serve serves spec on nc and stops it when the test ends.
-func serve(t testing.TB, nc *nats.Conn, spec fleet.WorkerSpec, opts fleet.ServeOptions) *fleet.Hosted {
+func serve(t testing.TB, nc *nats.Conn, spec wire.WorkerSpec, opts fleet.ServeOptions) *fleet.Hosted {
 	t.Helper()
 	h, err := fleet.Serve(nc, spec, opts)
 	if err != nil {
@@ -104,10 +105,10 @@ func args(t testing.TB, a ...any) []byte {
 func callMsg(subject, method, contentType string, body []byte) *nats.Msg {
 	m := nats.NewMsg(subject)
 	if method != "" {
-		m.Header.Set(codec.HeaderMethod, method)
+		m.Header.Set(wire.HeaderMethod, method)
 	}
 	if contentType != "" {
-		m.Header.Set(codec.HeaderContentType, contentType)
+		m.Header.Set(wire.HeaderContentType, contentType)
 	}
 	m.Data = body
 	return m
@@ -117,7 +118,7 @@ func request(t testing.TB, nc *nats.Conn, m *nats.Msg) *nats.Msg {
 	t.Helper()
 	r, err := nc.RequestMsg(m, 10*time.Second)
 	if err != nil {
-		t.Fatalf("request %s %s: %v", m.Subject, m.Header.Get(codec.HeaderMethod), err)
+		t.Fatalf("request %s %s: %v", m.Subject, m.Header.Get(wire.HeaderMethod), err)
 	}
 	return r
 }
@@ -125,26 +126,26 @@ func request(t testing.TB, nc *nats.Conn, m *nats.Msg) *nats.Msg {
 // result decodes a reply: into out when its status is ok, as the error it carries otherwise.
 func result(t testing.TB, r *nats.Msg, out any) error {
 	t.Helper()
-	c, err := codec.ForContentType(r.Header.Get(codec.HeaderContentType))
+	c, err := codec.ForContentType(r.Header.Get(wire.HeaderContentType))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return decodeReply(t, c, r.Header.Get(codec.HeaderStatus), r.Data, out)
+	return decodeReply(t, c, r.Header.Get(wire.HeaderStatus), r.Data, out)
 }
 
 // decodeReply decodes a reply's body, encoded with c, by its status: the result into out (nil skips it), or the error.
 func decodeReply(t testing.TB, c codec.Codec, status string, body []byte, out any) error {
 	t.Helper()
 	switch status {
-	case codec.StatusOK:
+	case wire.StatusOK:
 		if out != nil {
 			if err := c.Unmarshal(body, out); err != nil {
 				t.Fatalf("decode result %q: %v", body, err)
 			}
 		}
 		return nil
-	case codec.StatusError:
-		var e codec.Error
+	case wire.StatusError:
+		var e wire.Error
 		if err := c.Unmarshal(body, &e); err != nil {
 			t.Fatalf("decode error %q: %v", body, err)
 		}

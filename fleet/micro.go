@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // DefaultServiceVersion is the service version a worker reports to discovery when its kind sets none.
@@ -22,11 +22,11 @@ const DefaultServiceVersion = "1.0.0"
 
 // Metadata keys of a worker's service identity and of its endpoints.
 const (
-	MetaPool   = "pool"   // ID of the pool the worker was started for; "" for a standing worker
-	MetaAgent  = "agent"  // ID of the agent hosting the worker; "" when none
-	MetaIndex  = "index"  // the worker's index in its pool, in decimal
-	MetaParams = "params" // an endpoint's parameter types, as a JSON-like list: "[int, string]"
-	MetaResult = "result" // an endpoint's result type; absent when the method returns no value
+	metaPool   = "pool"   // ID of the pool the worker was started for; "" for a standing worker
+	metaAgent  = "agent"  // ID of the agent hosting the worker; "" when none
+	metaIndex  = "index"  // the worker's index in its pool, in decimal
+	metaParams = "params" // an endpoint's parameter types, as a JSON-like list: "[int, string]"
+	metaResult = "result" // an endpoint's result type; absent when the method returns no value
 )
 
 var (
@@ -63,7 +63,7 @@ func (k *Kind) Version() string {
 	return DefaultServiceVersion
 }
 
-// CallRecord describes one call a served worker answered, for ServeOptions.OnCall.
+// CallRecord describes one call a served worker answered, for serveOptions.OnCall.
 type CallRecord struct {
 	Kind     string // the worker's kind
 	Method   string // the method the call named; "" when it named none of the kind's methods or could not be read
@@ -73,8 +73,8 @@ type CallRecord struct {
 	Err      error // what the caller was answered with; nil on success
 }
 
-// MethodStats are a served worker's counters for one method, as $SRV.STATS reports them.
-type MethodStats struct {
+// methodStats are a served worker's counters for one method, as $SRV.STATS reports them.
+type methodStats struct {
 	Method    string
 	Calls     int64  // replies to calls of the method, failed ones included
 	Errors    int64  // replies that carried an error
@@ -86,19 +86,19 @@ type MethodStats struct {
 // methodCounters are one method's counters on one worker. Writers add calls before errors and readers load errors
 // before calls, so a snapshot never shows more errors than calls.
 type methodCounters struct {
-	method               *Method
+	method               *method
 	calls, errors, nanos atomic.Int64
 	lastErr              atomic.Pointer[string]
 }
 
-// service is what a Hosted worker keeps for discovery and call observation.
+// service is what a hosted worker keeps for discovery and call observation.
 type service struct {
 	started  time.Time // UTC, as micro reports it
 	version  string
 	listed   bool // the kind's name is a valid service name: the worker answers discovery
 	onCall   func(CallRecord)
 	counters []methodCounters            // in the kind's method order
-	byMethod map[*Method]*methodCounters // read-only after init: the reply path looks up without a lock
+	byMethod map[*method]*methodCounters // read-only after init: the reply path looks up without a lock
 	subs     []*nats.Subscription
 }
 
@@ -109,9 +109,9 @@ func (s *service) init(k *Kind, onCall func(CallRecord)) {
 	s.onCall = onCall
 	names := k.Methods()
 	s.counters = make([]methodCounters, len(names))
-	s.byMethod = make(map[*Method]*methodCounters, len(names))
+	s.byMethod = make(map[*method]*methodCounters, len(names))
 	for i, n := range names {
-		m, err := k.Method(n)
+		m, err := k.method(n)
 		if err != nil {
 			continue // Methods lists only what Method finds
 		}
@@ -122,7 +122,7 @@ func (s *service) init(k *Kind, onCall func(CallRecord)) {
 
 // subscribeService starts answering the discovery subjects ($SRV.{verb}, $SRV.{verb}.{kind},
 // $SRV.{verb}.{kind}.{id}).
-func (h *Hosted) subscribeService() error {
+func (h *hosted) subscribeService() error {
 	if !h.svc.listed {
 		h.log.Debug("fleet: kind name is not a NATS service name; worker not listed in service discovery",
 			"kind", h.spec.Kind, "worker", h.spec.ID)
@@ -142,14 +142,14 @@ func (h *Hosted) subscribeService() error {
 	return nil
 }
 
-func (h *Hosted) unsubscribeService() {
+func (h *hosted) unsubscribeService() {
 	for _, s := range h.svc.subs {
 		_ = s.Unsubscribe()
 	}
 }
 
 // onService answers a discovery request with micro's JSON schema.
-func (h *Hosted) onService(m *nats.Msg) {
+func (h *hosted) onService(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
@@ -174,14 +174,14 @@ func (h *Hosted) onService(m *nats.Msg) {
 	}
 }
 
-func (h *Hosted) serviceIdentity() micro.ServiceIdentity {
+func (h *hosted) serviceIdentity() micro.ServiceIdentity {
 	return micro.ServiceIdentity{Name: h.spec.Kind, ID: h.spec.ID, Version: h.svc.version,
-		Metadata: map[string]string{MetaPool: h.spec.Pool, MetaAgent: h.agent, MetaIndex: strconv.Itoa(h.spec.Index)}}
+		Metadata: map[string]string{metaPool: h.spec.Pool, metaAgent: h.agent, metaIndex: strconv.Itoa(h.spec.Index)}}
 }
 
 // ServiceInfo is the worker's answer to $SRV.INFO: its identity and one endpoint per method, each on the worker's
 // call subject.
-func (h *Hosted) ServiceInfo() micro.Info {
+func (h *hosted) ServiceInfo() micro.Info {
 	subject := h.subjects.Worker(h.spec.ID)
 	eps := make([]micro.EndpointInfo, 0, len(h.svc.counters))
 	for i := range h.svc.counters {
@@ -189,20 +189,20 @@ func (h *Hosted) ServiceInfo() micro.Info {
 		if m == nil || !microName.MatchString(m.Name()) {
 			continue
 		}
-		meta := map[string]string{codec.HeaderMethod: m.Name(), MetaParams: "[" + typeList(m.Params()) + "]"}
+		meta := map[string]string{wire.HeaderMethod: m.Name(), metaParams: "[" + typeList(m.Params()) + "]"}
 		if r := m.Result(); r != nil {
-			meta[MetaResult] = r.String()
+			meta[metaResult] = r.String()
 		}
 		eps = append(eps, micro.EndpointInfo{Name: m.Name(), Subject: subject, Metadata: meta})
 	}
 	return micro.Info{ServiceIdentity: h.serviceIdentity(), Type: micro.InfoResponseType,
-		Description: fmt.Sprintf("natsfleet %s worker (%s)", h.spec.Kind, h.w.Kind().Type()), Endpoints: eps}
+		Description: fmt.Sprintf("natsfleet %s worker (%s)", h.spec.Kind, h.kind.Type()), Endpoints: eps}
 }
 
 // ServiceStats is the worker's answer to $SRV.STATS: the counters of every method.
-func (h *Hosted) ServiceStats() micro.Stats {
+func (h *hosted) ServiceStats() micro.Stats {
 	subject := h.subjects.Worker(h.spec.ID)
-	ms := h.MethodStats()
+	ms := h.methodCounts()
 	eps := make([]*micro.EndpointStats, 0, len(ms))
 	for _, s := range ms {
 		if !microName.MatchString(s.Method) {
@@ -219,15 +219,15 @@ func (h *Hosted) ServiceStats() micro.Stats {
 		Endpoints: eps}
 }
 
-// MethodStats returns the worker's counters for each of its kind's methods, in the kind's method order.
-func (h *Hosted) MethodStats() []MethodStats {
-	out := make([]MethodStats, 0, len(h.svc.counters))
+// methodCounts returns the worker's counters for each of its kind's methods, in the kind's method order.
+func (h *hosted) methodCounts() []methodStats {
+	out := make([]methodStats, 0, len(h.svc.counters))
 	for i := range h.svc.counters {
 		c := &h.svc.counters[i]
 		if c.method == nil {
 			continue
 		}
-		s := MethodStats{Method: c.method.Name(), Errors: c.errors.Load()}
+		s := methodStats{Method: c.method.Name(), Errors: c.errors.Load()}
 		s.Calls = c.calls.Load()
 		s.ProcessingTime = time.Duration(c.nanos.Load())
 		if e := c.lastErr.Load(); e != nil {
@@ -240,7 +240,7 @@ func (h *Hosted) MethodStats() []MethodStats {
 
 // record counts a call answered d after it arrived; m is nil when the call named no method of the kind. It runs
 // before the reply is published, so a caller that has its reply sees the call counted.
-func (h *Hosted) record(m *Method, d time.Duration, err error) {
+func (h *hosted) record(m *method, d time.Duration, err error) {
 	var name string
 	if m != nil {
 		name = m.Name()

@@ -20,6 +20,7 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // Gauge is a kind that sets its service version and has a method whose name micro does not accept.
@@ -104,8 +105,8 @@ func TestServiceDiscovery(t *testing.T) {
 	if err := a.Serve("DataProcessor", 3, 10); err != nil {
 		t.Fatal(err)
 	}
-	risky := serve(t, nc, fleet.WorkerSpec{Kind: "RiskyWorker", Pool: "p1", Index: 4}, fleet.ServeOptions{})
-	workers := a.Workers()
+	risky := serve(t, nc, wire.WorkerSpec{Kind: "RiskyWorker", Pool: "p1", Index: 4}, fleet.ServeOptions{})
+	workers := a.Hosted()
 	if len(workers) != 3 {
 		t.Fatalf("agent hosts %d workers, want 3", len(workers))
 	}
@@ -156,7 +157,7 @@ func TestServiceDiscovery(t *testing.T) {
 		var names []string
 		for _, e := range info.Endpoints {
 			names = append(names, e.Name)
-			if e.Subject != subjects.Worker(info.ID) || e.QueueGroup != "" || e.Metadata[codec.HeaderMethod] != e.Name {
+			if e.Subject != subjects.Worker(info.ID) || e.QueueGroup != "" || e.Metadata[wire.HeaderMethod] != e.Name {
 				t.Errorf("endpoint %+v of %s", e, info.ID)
 			}
 			if e.Name == "Process" && (e.Metadata[fleet.MetaParams] != "[int]" || e.Metadata[fleet.MetaResult] != "int") {
@@ -293,8 +294,8 @@ func TestServiceVersionAndNames(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	g := serve(t, nc, fleet.WorkerSpec{Kind: "Gauge"}, fleet.ServeOptions{})
-	odd := serve(t, nc, fleet.WorkerSpec{Kind: "odd:kind"}, fleet.ServeOptions{})
+	g := serve(t, nc, wire.WorkerSpec{Kind: "Gauge"}, fleet.ServeOptions{})
+	odd := serve(t, nc, wire.WorkerSpec{Kind: "odd:kind"}, fleet.ServeOptions{})
 
 	info := one[micro.Info](t, nc, "$SRV.INFO.Gauge")
 	if info.Version != "2.3.1-rc.1" || gaugeKind.Version() != "2.3.1-rc.1" {
@@ -364,7 +365,7 @@ func TestServeOnCall(t *testing.T) {
 		recs = append(recs, r)
 		mu.Unlock()
 	}
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "RiskyWorker", ID: "r1"}, fleet.ServeOptions{OnCall: onCall})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "RiskyWorker", ID: "r1"}, fleet.ServeOptions{OnCall: onCall})
 	subj := subjects.Worker(h.ID())
 	calls := []struct {
 		method string
@@ -413,7 +414,7 @@ func ExampleHosted_ServiceStats() {
 	}
 	defer nc.Close()
 	ctorArgs, _ := codec.Msgpack.AppendArgs(nil, []any{10}) // NewDataProcessor(10)
-	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: ctorArgs},
+	h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: ctorArgs},
 		fleet.ServeOptions{Agent: "agent1"})
 	if err != nil {
 		panic(err)

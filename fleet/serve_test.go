@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
@@ -28,7 +30,7 @@ func TestServeCalls(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: args(t, 10)}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: args(t, 10)}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 
 	tests := []struct {
@@ -54,29 +56,29 @@ func TestServeCalls(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := callMsg(subj, "Process", tt.contentType, tt.body)
 			if tt.callID != "" {
-				m.Header.Set(codec.HeaderCallID, tt.callID)
+				m.Header.Set(wire.HeaderCallID, tt.callID)
 			}
 			if tt.trace != "" {
-				m.Header.Set(codec.HeaderTraceparent, tt.trace)
+				m.Header.Set(wire.HeaderTraceparent, tt.trace)
 			}
 			r := request(t, nc, m)
-			if got := r.Header.Get(codec.HeaderStatus); got != codec.StatusOK {
+			if got := r.Header.Get(wire.HeaderStatus); got != wire.StatusOK {
 				t.Fatalf("status %q, body %q", got, r.Data)
 			}
-			if got := r.Header.Get(codec.HeaderContentType); got != tt.wantType {
+			if got := r.Header.Get(wire.HeaderContentType); got != tt.wantType {
 				t.Errorf("content type %q, want %q", got, tt.wantType)
 			}
 			if string(r.Data) != tt.want {
 				t.Errorf("body %q, want %q", r.Data, tt.want)
 			}
-			id := r.Header.Get(codec.HeaderCallID)
+			id := r.Header.Get(wire.HeaderCallID)
 			switch {
 			case tt.callID != "" && id != tt.callID:
 				t.Errorf("call ID %q, want %q", id, tt.callID)
 			case tt.callID == "" && len(id) < 10:
 				t.Errorf("generated call ID %q, want a nuid", id)
 			}
-			if got := r.Header.Get(codec.HeaderTraceparent); got != tt.trace {
+			if got := r.Header.Get(wire.HeaderTraceparent); got != tt.trace {
 				t.Errorf("traceparent %q, want %q", got, tt.trace)
 			}
 		})
@@ -109,7 +111,7 @@ func TestServeNilResult(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
 	for _, tt := range []struct {
 		contentType, want string
 	}{
@@ -117,7 +119,7 @@ func TestServeNilResult(t *testing.T) {
 		{codec.ContentTypeJSON, "null"},
 	} {
 		r := request(t, nc, callMsg(subjects.Worker(h.ID()), "Nothing", tt.contentType, nil))
-		if st := r.Header.Get(codec.HeaderStatus); st != codec.StatusOK || string(r.Data) != tt.want {
+		if st := r.Header.Get(wire.HeaderStatus); st != wire.StatusOK || string(r.Data) != tt.want {
 			t.Errorf("%q: status %q body %q, want ok %q", tt.contentType, st, r.Data, tt.want)
 		}
 	}
@@ -127,7 +129,7 @@ func TestServeBadInput(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{MaxCallBytes: 1024})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{MaxCallBytes: 1024})
 	subj := subjects.Worker(h.ID())
 
 	tests := []struct {
@@ -146,20 +148,20 @@ func TestServeBadInput(t *testing.T) {
 			"msgpack"},
 		{"malformed json", callMsg(subj, "Process", codec.ContentTypeJSON, []byte(`[42`)), fleet.ErrMalformed, "json"},
 		{"oversized", callMsg(subj, "Process", "", make([]byte, 2048)), fleet.ErrPayloadTooLarge, "2048 bytes"},
-		{"no method header", callMsg(subj, "", "", args(t, 1)), fleet.ErrMalformed, codec.HeaderMethod},
+		{"no method header", callMsg(subj, "", "", args(t, 1)), fleet.ErrMalformed, wire.HeaderMethod},
 		{"unsupported content type", callMsg(subj, "Process", "text/plain", []byte("42")), fleet.ErrMalformed,
 			"text/plain"},
 		{"bad deadline", func() *nats.Msg {
 			m := callMsg(subj, "Process", "", args(t, 1))
-			m.Header.Set(codec.HeaderDeadline, "tomorrow")
+			m.Header.Set(wire.HeaderDeadline, "tomorrow")
 			return m
 		}(), fleet.ErrMalformed, "tomorrow"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.msg.Header.Set(codec.HeaderCallID, "bad-"+strings.ReplaceAll(tt.name, " ", "-"))
+			tt.msg.Header.Set(wire.HeaderCallID, "bad-"+strings.ReplaceAll(tt.name, " ", "-"))
 			r := request(t, nc, tt.msg)
-			if got := r.Header.Get(codec.HeaderCallID); got != tt.msg.Header.Get(codec.HeaderCallID) {
+			if got := r.Header.Get(wire.HeaderCallID); got != tt.msg.Header.Get(wire.HeaderCallID) {
 				t.Errorf("call ID %q", got)
 			}
 			err := result(t, r, nil)
@@ -180,7 +182,7 @@ func TestServeResultTooLarge(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 4096)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	var small string
 	if err := result(t, request(t, nc, callMsg(subj, "Repeat", "", args(t, 100))), &small); err != nil ||
@@ -197,7 +199,7 @@ func TestServePanicAndErrors(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "RiskyWorker"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "RiskyWorker"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 
 	err := result(t, request(t, nc, callMsg(subj, "RiskyOperation", "", args(t, -13))), nil)
@@ -264,15 +266,15 @@ func TestServeActorOrder(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	w1 := serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{})
-	w2 := serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 100)}, fleet.ServeOptions{})
+	w1 := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{})
+	w2 := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 100)}, fleet.ServeOptions{})
 	inbox, rs := collect(t, nc)
 	const n = 100
 	for i := range n {
 		for _, w := range []*fleet.Hosted{w1, w2} {
 			m := callMsg(subjects.Worker(w.ID()), "Process", "", args(t, i))
 			m.Reply = inbox
-			m.Header.Set(codec.HeaderCallID, fmt.Sprintf("%s-%d", w.ID(), i))
+			m.Header.Set(wire.HeaderCallID, fmt.Sprintf("%s-%d", w.ID(), i))
 			if err := nc.PublishMsg(m); err != nil {
 				t.Fatal(err)
 			}
@@ -284,7 +286,7 @@ func TestServeActorOrder(t *testing.T) {
 	for _, r := range rs.snapshot() {
 		var worker string
 		var i int
-		id := r.Header.Get(codec.HeaderCallID)
+		id := r.Header.Get(wire.HeaderCallID)
 		if _, err := fmt.Sscanf(strings.Replace(id, "-", " ", 1), "%s %d", &worker, &i); err != nil {
 			t.Fatalf("call ID %q: %v", id, err)
 		}
@@ -303,7 +305,7 @@ func TestServeNoReplySubject(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	for _, m := range []*nats.Msg{callMsg(subj, "Process", "", args(t, 1)), callMsg(subj, "Explode", "", nil),
 		callMsg(subj, "Process", "", args(t, 2))} {
@@ -321,7 +323,7 @@ func TestServeDeadline(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	tests := []struct {
 		name     string
@@ -336,7 +338,7 @@ func TestServeDeadline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := callMsg(subj, "Process", "", args(t, tt.sleep))
-			m.Header.Set(codec.HeaderDeadline, codec.FormatDeadline(tt.deadline))
+			m.Header.Set(wire.HeaderDeadline, wire.FormatDeadline(tt.deadline))
 			start := time.Now()
 			err := result(t, request(t, nc, m), &demo.Identity{})
 			if !errors.Is(err, tt.wantErr) {
@@ -353,8 +355,8 @@ func TestServeDeadline(t *testing.T) {
 func cancelCall(t testing.TB, nc *nats.Conn, id, callID string) {
 	t.Helper()
 	m := nats.NewMsg(subjects.Control(id))
-	m.Header.Set(fleet.HeaderControl, fleet.ControlCancel)
-	m.Header.Set(codec.HeaderCallID, callID)
+	m.Header.Set(wire.HeaderControl, wire.ControlCancel)
+	m.Header.Set(wire.HeaderCallID, callID)
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
@@ -364,13 +366,13 @@ func TestServeCancel(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	inbox, rs := collect(t, nc)
 	send := func(callID string, d time.Duration) {
 		m := callMsg(subj, "Process", "", args(t, d))
 		m.Reply = inbox
-		m.Header.Set(codec.HeaderCallID, callID)
+		m.Header.Set(wire.HeaderCallID, callID)
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
@@ -390,15 +392,15 @@ func TestServeCancel(t *testing.T) {
 	}
 	got := map[string]error{}
 	for _, r := range rs.snapshot() {
-		got[r.Header.Get(codec.HeaderCallID)] = result(t, r, &demo.Identity{})
+		got[r.Header.Get(wire.HeaderCallID)] = result(t, r, &demo.Identity{})
 	}
 	for id, want := range map[string]error{"running": context.Canceled, "queued": context.Canceled, "after": nil} {
 		if !errors.Is(got[id], want) {
 			t.Errorf("call %s: %v, want %v", id, got[id], want)
 		}
 	}
-	if order := rs.snapshot(); order[0].Header.Get(codec.HeaderCallID) != "queued" {
-		t.Errorf("first reply %q, want the queued call's", order[0].Header.Get(codec.HeaderCallID))
+	if order := rs.snapshot(); order[0].Header.Get(wire.HeaderCallID) != "queued" {
+		t.Errorf("first reply %q, want the queued call's", order[0].Header.Get(wire.HeaderCallID))
 	}
 }
 
@@ -407,11 +409,11 @@ func TestServeCancelLatency(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
 	inbox, rs := collect(t, nc)
 	m := callMsg(subjects.Worker(h.ID()), "Block", "", nil)
 	m.Reply = inbox
-	m.Header.Set(codec.HeaderCallID, "block")
+	m.Header.Set(wire.HeaderCallID, "block")
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +433,7 @@ func TestServeCancelLatency(t *testing.T) {
 func control(t testing.TB, nc *nats.Conn, id, op string, hdr map[string]string) *nats.Msg {
 	t.Helper()
 	m := nats.NewMsg(subjects.Control(id))
-	m.Header.Set(fleet.HeaderControl, op)
+	m.Header.Set(wire.HeaderControl, op)
 	for k, v := range hdr {
 		m.Header.Set(k, v)
 	}
@@ -453,7 +455,7 @@ func TestServeControlStop(t *testing.T) {
 			t.Parallel()
 			s := startServer(t, 0)
 			nc := connect(t, s)
-			h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
+			h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -461,7 +463,7 @@ func TestServeControlStop(t *testing.T) {
 			for i := range 3 {
 				m := callMsg(subjects.Worker(h.ID()), "Process", "", args(t, 100*time.Millisecond))
 				m.Reply = inbox
-				m.Header.Set(codec.HeaderCallID, fmt.Sprint(i))
+				m.Header.Set(wire.HeaderCallID, fmt.Sprint(i))
 				if err := nc.PublishMsg(m); err != nil {
 					t.Fatal(err)
 				}
@@ -469,10 +471,10 @@ func TestServeControlStop(t *testing.T) {
 			waitFor(t, 5*time.Second, "calls queued", func() bool { return h.Worker().InFlight() == 3 })
 			hdr := map[string]string{}
 			if tt.abort {
-				hdr[fleet.HeaderAbort] = "1"
+				hdr[wire.HeaderAbort] = "1"
 			}
 			start := time.Now()
-			r := control(t, nc, h.ID(), fleet.ControlStop, hdr)
+			r := control(t, nc, h.ID(), wire.ControlStop, hdr)
 			if err := result(t, r, nil); err != nil || len(r.Data) != 0 {
 				t.Fatalf("stop reply %q, %v", r.Data, err)
 			}
@@ -488,7 +490,7 @@ func TestServeControlStop(t *testing.T) {
 			waitFor(t, time.Second, "3 replies", func() bool { return rs.count() == 3 })
 			for _, r := range rs.snapshot() {
 				if err := result(t, r, &demo.Identity{}); !errors.Is(err, tt.wantErr) {
-					t.Errorf("call %s: %v, want %v", r.Header.Get(codec.HeaderCallID), err, tt.wantErr)
+					t.Errorf("call %s: %v, want %v", r.Header.Get(wire.HeaderCallID), err, tt.wantErr)
 				}
 			}
 			if d := time.Since(start); tt.abort && d > time.Second {
@@ -506,7 +508,7 @@ func TestServeControlStop(t *testing.T) {
 			}
 			// The control subscription is gone with the worker: a late stop request finds no one.
 			m := nats.NewMsg(subjects.Control(h.ID()))
-			m.Header.Set(fleet.HeaderControl, fleet.ControlStop)
+			m.Header.Set(wire.HeaderControl, wire.ControlStop)
 			if _, err := nc.RequestMsg(m, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
 				t.Errorf("stop after stop: %v, want no responders", err)
 			}
@@ -518,7 +520,7 @@ func TestServeStatsAndPing(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "RiskyWorker", ID: "risky", Index: 3}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "RiskyWorker", ID: "risky", Index: 3}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	for _, v := range []int{1, 2, -1} {
 		request(t, nc, callMsg(subj, "RiskyOperation", "", args(t, v)))
@@ -527,17 +529,17 @@ func TestServeStatsAndPing(t *testing.T) {
 	want := fleet.WorkerStats{ID: "risky", Index: 3, Kind: "RiskyWorker", Calls: 3, Errors: 1, PID: os.Getpid(), Host: host}
 	for _, ct := range []string{"", codec.ContentTypeJSON} {
 		var st fleet.WorkerStats
-		if err := result(t, control(t, nc, h.ID(), fleet.ControlStats, map[string]string{
-			codec.HeaderContentType: ct}), &st); err != nil {
+		if err := result(t, control(t, nc, h.ID(), wire.ControlStats, map[string]string{
+			wire.HeaderContentType: ct}), &st); err != nil {
 			t.Fatal(err)
 		}
-		if st != want {
+		if !reflect.DeepEqual(st, want) {
 			t.Errorf("stats (%q) %+v, want %+v", ct, st, want)
 		}
 	}
-	if r := control(t, nc, h.ID(), fleet.ControlPing, nil); r.Header.Get(codec.HeaderStatus) != codec.StatusOK ||
+	if r := control(t, nc, h.ID(), wire.ControlPing, nil); r.Header.Get(wire.HeaderStatus) != wire.StatusOK ||
 		len(r.Data) != 0 {
-		t.Errorf("ping reply %q %q", r.Header.Get(codec.HeaderStatus), r.Data)
+		t.Errorf("ping reply %q %q", r.Header.Get(wire.HeaderStatus), r.Data)
 	}
 	if err := result(t, control(t, nc, h.ID(), "reboot", nil), nil); !errors.Is(err, fleet.ErrMalformed) {
 		t.Errorf("unknown control: %v, want ErrMalformed", err)
@@ -551,12 +553,12 @@ func TestServeHeartbeats(t *testing.T) {
 	const interval = 50 * time.Millisecond
 	type beat struct {
 		at time.Time
-		hb fleet.Heartbeat
+		hb wire.Heartbeat
 	}
 	var mu sync.Mutex
 	var beats []beat
 	sub, err := nc.Subscribe(subjects.Heartbeat("SlowWorker", "hb1"), func(m *nats.Msg) {
-		var hb fleet.Heartbeat
+		var hb wire.Heartbeat
 		if err := codec.Msgpack.Unmarshal(m.Data, &hb); err != nil {
 			t.Errorf("heartbeat %q: %v", m.Data, err)
 		}
@@ -574,7 +576,7 @@ func TestServeHeartbeats(t *testing.T) {
 		return append([]beat(nil), beats...)
 	}
 	start := time.Now()
-	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "SlowWorker", ID: "hb1", Pool: "p1", Index: 2,
+	h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "SlowWorker", ID: "hb1", Pool: "p1", Index: 2,
 		HeartbeatInterval: interval}, fleet.ServeOptions{Agent: "a1"})
 	if err != nil {
 		t.Fatal(err)
@@ -583,7 +585,7 @@ func TestServeHeartbeats(t *testing.T) {
 	if first := snapshot()[0]; first.at.Sub(start) > interval/2 {
 		t.Errorf("first heartbeat after %v, want at once", first.at.Sub(start))
 	}
-	want := fleet.Heartbeat{WorkerID: "hb1", Kind: "SlowWorker", Agent: "a1", Pool: "p1", Index: 2, Interval: interval,
+	want := wire.Heartbeat{WorkerID: "hb1", Kind: "SlowWorker", Agent: "a1", Pool: "p1", Index: 2, Interval: interval,
 		Batches: true}
 	if got := snapshot()[0].hb; got != want {
 		t.Errorf("heartbeat %+v, want %+v", got, want)
@@ -638,12 +640,12 @@ func TestServeKindDiscover(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	a := serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "standing-a", Args: args(t, 1)}, fleet.ServeOptions{})
-	serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "standing-b", Args: args(t, 1)}, fleet.ServeOptions{})
-	serve(t, nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "pooled", Pool: "p", Args: args(t, 1)}, fleet.ServeOptions{})
-	serve(t, nc, fleet.WorkerSpec{Kind: "SlowWorker", ID: "other-kind"}, fleet.ServeOptions{})
+	a := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "standing-a", Args: args(t, 1)}, fleet.ServeOptions{})
+	serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "standing-b", Args: args(t, 1)}, fleet.ServeOptions{})
+	serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "pooled", Pool: "p", Args: args(t, 1)}, fleet.ServeOptions{})
+	serve(t, nc, wire.WorkerSpec{Kind: "SlowWorker", ID: "other-kind"}, fleet.ServeOptions{})
 
-	discover := func() map[string]fleet.Heartbeat {
+	discover := func() map[string]wire.Heartbeat {
 		inbox, rs := collect(t, nc)
 		if err := nc.PublishRequest(subjects.KindDiscover("DataProcessor"), inbox, nil); err != nil {
 			t.Fatal(err)
@@ -656,9 +658,9 @@ func TestServeKindDiscover(t *testing.T) {
 		// Gathering has no end marker: like a real caller, wait a moment for stragglers, so that a reply from the
 		// pooled worker or the other kind would be seen.
 		time.Sleep(100 * time.Millisecond)
-		got := map[string]fleet.Heartbeat{}
+		got := map[string]wire.Heartbeat{}
 		for _, r := range rs.snapshot() {
-			var hb fleet.Heartbeat
+			var hb wire.Heartbeat
 			if err := result(t, r, &hb); err != nil {
 				t.Fatal(err)
 			}
@@ -682,28 +684,28 @@ func TestServeProgress(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h := serve(t, nc, fleet.WorkerSpec{Kind: "ProgressWorker"}, fleet.ServeOptions{})
+	h := serve(t, nc, wire.WorkerSpec{Kind: "ProgressWorker"}, fleet.ServeOptions{})
 	inbox, rs := collect(t, nc)
 	m := callMsg(subjects.Worker(h.ID()), "ProcessItems", "", args(t, []int{1, 2, 3}, 20*time.Millisecond))
 	m.Reply = inbox
-	m.Header.Set(codec.HeaderCallID, "prog")
+	m.Header.Set(wire.HeaderCallID, "prog")
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "the final reply", func() bool {
 		msgs := rs.snapshot()
-		return len(msgs) > 0 && msgs[len(msgs)-1].Header.Get(codec.HeaderStatus) != codec.StatusProgress
+		return len(msgs) > 0 && msgs[len(msgs)-1].Header.Get(wire.HeaderStatus) != wire.StatusProgress
 	})
 	msgs := rs.snapshot()
 	if len(msgs) < 3 {
 		t.Fatalf("%d messages, want progress events and a reply", len(msgs))
 	}
-	var last codec.Progress
+	var last wire.Progress
 	for _, r := range msgs[:len(msgs)-1] {
-		if st := r.Header.Get(codec.HeaderStatus); st != codec.StatusProgress || r.Header.Get(codec.HeaderCallID) != "prog" {
-			t.Fatalf("message status %q call %q", st, r.Header.Get(codec.HeaderCallID))
+		if st := r.Header.Get(wire.HeaderStatus); st != wire.StatusProgress || r.Header.Get(wire.HeaderCallID) != "prog" {
+			t.Fatalf("message status %q call %q", st, r.Header.Get(wire.HeaderCallID))
 		}
-		var p codec.Progress
+		var p wire.Progress
 		if err := codec.Msgpack.Unmarshal(r.Data, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -727,18 +729,18 @@ func TestServeConstructorArgs(t *testing.T) {
 	nc := connect(t, s)
 	tests := []struct {
 		name    string
-		spec    fleet.WorkerSpec
+		spec    wire.WorkerSpec
 		want    string // Kit.Parts
 		wantErr error
 	}{
-		{"variadic flat", fleet.WorkerSpec{Kind: "Kit", Args: args(t, "a", "b")}, "[a b]", nil},
-		{"variadic packed", fleet.WorkerSpec{Kind: "Kit", Args: args(t, []string{"a", "b", "c"})}, "[a b c]", nil},
-		{"variadic none", fleet.WorkerSpec{Kind: "Kit"}, "[]", nil},
-		{"variadic wrong type", fleet.WorkerSpec{Kind: "Kit", Args: args(t, 1, 2)}, "", fleet.ErrBadArguments},
-		{"missing argument", fleet.WorkerSpec{Kind: "DataProcessor"}, "", fleet.ErrBadArguments},
-		{"constructor error", fleet.WorkerSpec{Kind: "DataProcessor", Args: args(t, 0)}, "", nil},
-		{"unknown kind", fleet.WorkerSpec{Kind: "Nope"}, "", fleet.ErrUnknownKind},
-		{"bad ID", fleet.WorkerSpec{Kind: "Kit", ID: "a.b"}, "", nil},
+		{"variadic flat", wire.WorkerSpec{Kind: "Kit", Args: args(t, "a", "b")}, "[a b]", nil},
+		{"variadic packed", wire.WorkerSpec{Kind: "Kit", Args: args(t, []string{"a", "b", "c"})}, "[a b c]", nil},
+		{"variadic none", wire.WorkerSpec{Kind: "Kit"}, "[]", nil},
+		{"variadic wrong type", wire.WorkerSpec{Kind: "Kit", Args: args(t, 1, 2)}, "", fleet.ErrBadArguments},
+		{"missing argument", wire.WorkerSpec{Kind: "DataProcessor"}, "", fleet.ErrBadArguments},
+		{"constructor error", wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 0)}, "", nil},
+		{"unknown kind", wire.WorkerSpec{Kind: "Nope"}, "", fleet.ErrUnknownKind},
+		{"bad ID", wire.WorkerSpec{Kind: "Kit", ID: "a.b"}, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -778,7 +780,7 @@ func TestServeSharedLimits(t *testing.T) {
 	}
 	var ws []*fleet.Hosted
 	for i := range 2 {
-		ws = append(ws, serve(t, nc, fleet.WorkerSpec{Kind: "DatabaseWorker", Index: i, Pool: "db", Limits: ls,
+		ws = append(ws, serve(t, nc, wire.WorkerSpec{Kind: "DatabaseWorker", Index: i, Pool: "db", Limits: ls,
 			LimitSet: "db-" + t.Name()}, fleet.ServeOptions{}))
 	}
 	inbox, rs := collect(t, nc)
@@ -809,9 +811,9 @@ func TestServeSharedLimits(t *testing.T) {
 func rawResponder(b *testing.B, nc *nats.Conn) *nats.Msg {
 	b.Helper()
 	reply := nats.NewMsg("")
-	reply.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
-	reply.Header.Set(codec.HeaderStatus, codec.StatusOK)
-	reply.Header.Set(codec.HeaderContentType, codec.ContentTypeMsgpack)
+	reply.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
+	reply.Header.Set(wire.HeaderStatus, wire.StatusOK)
+	reply.Header.Set(wire.HeaderContentType, codec.ContentTypeMsgpack)
 	reply.Data = mustMarshal(b, codec.Msgpack, 420)
 	sub, err := nc.Subscribe("bench.raw", func(m *nats.Msg) { _ = m.RespondMsg(reply) })
 	if err != nil {
@@ -832,13 +834,13 @@ func BenchmarkServeRoundTrip(b *testing.B) {
 	s := startServer(b, 0)
 	wc := connect(b, s) // the worker's connection
 	cc := connect(b, s) // the caller's
-	h := serve(b, wc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	h := serve(b, wc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	served := callMsg(subjects.Worker(h.ID()), "Process", "", args(b, 42))
-	served.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+	served.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
 
 	rawReply := rawResponder(b, wc)
 	raw := callMsg("bench.raw", "Process", "", args(b, 42))
-	raw.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+	raw.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
 
 	roundTrip := func(b *testing.B, m *nats.Msg) {
 		r, err := cc.RequestMsg(m, 5*time.Second)
@@ -885,9 +887,9 @@ func BenchmarkServeRoundTrip(b *testing.B) {
 func BenchmarkServeCall(b *testing.B) {
 	s := startServer(b, 0)
 	nc := connect(b, s)
-	h := serve(b, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	h := serve(b, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	m := callMsg(subjects.Worker(h.ID()), "Process", "", args(b, 42))
-	m.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+	m.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
 	// A call over NATS first: the worker learns that Process is short, so the calls below run inline.
 	if got := process(b, nc, subjects.Worker(h.ID()), 42); got != 420 {
 		b.Fatalf("Process(42) = %d", got)
@@ -909,11 +911,11 @@ func BenchmarkServeBatch(b *testing.B) {
 	const n = 64
 	s := startServer(b, 0)
 	nc := connect(b, s)
-	h := serve(b, nc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	h := serve(b, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	if got := process(b, nc, subjects.Worker(h.ID()), 42); got != 420 {
 		b.Fatalf("Process(42) = %d", got)
 	}
-	calls := make([]fleet.BatchCall, n)
+	calls := make([]wire.BatchCall, n)
 	for i := range calls {
 		calls[i] = entry(b, "bench.sink.", strconv.Itoa(i), "Process", 42)
 		calls[i].ID = "0123456789abcdefghijkl-" + strconv.Itoa(i)
@@ -938,7 +940,7 @@ func BenchmarkServePipelined(b *testing.B) {
 	s := startServer(b, 0)
 	wc := connect(b, s)
 	cc := connect(b, s)
-	h := serve(b, wc, fleet.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
+	h := serve(b, wc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	rawReply := rawResponder(b, wc)
 
 	run := func(b *testing.B, subject string) {
@@ -955,7 +957,7 @@ func BenchmarkServePipelined(b *testing.B) {
 		}
 		defer rsub.Unsubscribe()
 		m := callMsg(subject, "Process", "", args(b, 42))
-		m.Header.Set(codec.HeaderCallID, "0123456789abcdefghijkl")
+		m.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
 		m.Reply = inbox
 		b.ReportAllocs()
 		start := time.Now()
@@ -978,7 +980,7 @@ func TestServeControlStopTwice(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, 0)
 	nc := connect(t, s)
-	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
+	h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -991,7 +993,7 @@ func TestServeControlStopTwice(t *testing.T) {
 	waitFor(t, 5*time.Second, "the call to run", func() bool { return h.Worker().InFlight() == 1 })
 	for range 2 {
 		m := nats.NewMsg(subjects.Control(h.ID()))
-		m.Header.Set(fleet.HeaderControl, fleet.ControlStop)
+		m.Header.Set(wire.HeaderControl, wire.ControlStop)
 		m.Reply = inbox
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
@@ -1020,7 +1022,7 @@ func ExampleServe() {
 	defer nc.Close()
 
 	ctorArgs, _ := codec.Msgpack.AppendArgs(nil, []any{10}) // NewDataProcessor(10)
-	h, err := fleet.Serve(nc, fleet.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: ctorArgs},
+	h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: ctorArgs},
 		fleet.ServeOptions{})
 	if err != nil {
 		panic(err)

@@ -18,7 +18,9 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
 	"github.com/natsfleet/natsfleet/internal/testutil"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 func TestSIGKILLWorkerMidCall(t *testing.T) {
@@ -125,27 +127,27 @@ func TestBadInputStraightToWorker(t *testing.T) {
 	request := func(method, contentType string, body []byte) (*nats.Msg, error) {
 		msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
 		if method != "" {
-			msg.Header.Set(codec.HeaderMethod, method)
+			msg.Header.Set(wire.HeaderMethod, method)
 		}
 		if contentType != "" {
-			msg.Header.Set(codec.HeaderContentType, contentType)
+			msg.Header.Set(wire.HeaderContentType, contentType)
 		}
 		return nc.RequestMsg(msg, 5*time.Second)
 	}
 	remoteErr := func(t *testing.T, reply *nats.Msg) error {
 		t.Helper()
-		if st := reply.Header.Get(codec.HeaderStatus); st != codec.StatusError {
+		if st := reply.Header.Get(wire.HeaderStatus); st != wire.StatusError {
 			t.Fatalf("status %q, want error; body %q", st, reply.Data)
 		}
-		cd, err := codec.ForContentType(reply.Header.Get(codec.HeaderContentType))
+		cd, err := codec.ForContentType(reply.Header.Get(wire.HeaderContentType))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e codec.Error
+		var e wire.Error
 		if err := cd.Unmarshal(reply.Data, &e); err != nil {
 			t.Fatal(err)
 		}
-		return fleet.DecodeError(e)
+		return actor.Registry.RemoteError(e)
 	}
 	tests := []struct {
 		name, method, ct string
@@ -173,7 +175,7 @@ func TestBadInputStraightToWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(reply.Data) != "420" || reply.Header.Get(codec.HeaderStatus) != codec.StatusOK {
+	if string(reply.Data) != "420" || reply.Header.Get(wire.HeaderStatus) != wire.StatusOK {
 		t.Fatalf("JSON call replied %q (%v), want 420", reply.Data, reply.Header)
 	}
 	// Oversized: a call above the server's maximum payload fails on the caller's side with a clear error; a result

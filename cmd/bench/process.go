@@ -19,6 +19,7 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // Rows and contenders of the process and fleet rows.
@@ -51,30 +52,30 @@ func rowFleetPipe(depth int) string { return fmt.Sprintf("fleet, pipelined, %d i
 // quietLogger keeps the pools' informational logs (children's start and stop) out of the table; errors still show.
 var quietLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
-// wire is what the raw and micro contenders send and answer: the very bytes a natsfleet pool and worker exchange for
+// payload is what the raw and micro contenders send and answer: the very bytes a natsfleet pool and worker exchange for
 // DataProcessor.Process(42) (headers and msgpack body), so every contender moves the same payload.
-type wire struct {
+type payload struct {
 	header    nats.Header // call headers
 	body      []byte      // msgpack [42]
 	replyHdr  nats.Header
 	replyBody []byte // msgpack 420
 }
 
-func newWire() (wire, error) {
+func newPayload() (payload, error) {
 	body, err := codec.Msgpack.AppendArgs(nil, []any{callArg})
 	if err != nil {
-		return wire{}, err
+		return payload{}, err
 	}
 	reply, err := codec.Msgpack.Marshal(callArg * 10)
 	if err != nil {
-		return wire{}, err
+		return payload{}, err
 	}
 	const id = "0123456789abcdefghijkl" // a call ID as long as a pool's
-	return wire{
-		header: nats.Header{codec.HeaderCallID: {id}, codec.HeaderMethod: {"Process"}},
+	return payload{
+		header: nats.Header{wire.HeaderCallID: {id}, wire.HeaderMethod: {"Process"}},
 		body:   body,
-		replyHdr: nats.Header{codec.HeaderCallID: {id}, codec.HeaderStatus: {codec.StatusOK},
-			codec.HeaderContentType: {codec.ContentTypeMsgpack}},
+		replyHdr: nats.Header{wire.HeaderCallID: {id}, wire.HeaderStatus: {wire.StatusOK},
+			wire.HeaderContentType: {codec.ContentTypeMsgpack}},
 		replyBody: reply,
 	}, nil
 }
@@ -82,7 +83,7 @@ func newWire() (wire, error) {
 // serveRaw answers every request on the subject with the same reply, from a queue group so that several children
 // share the load.
 func serveRaw(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) error {
-	w, err := newWire()
+	w, err := newPayload()
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func serveRaw(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) er
 // serveMicro runs a nats.go micro service with two endpoints: {subject}.echo answers like the raw responder,
 // {subject}.work sleeps for the msgpack-encoded duration it is sent (the uneven-work row).
 func serveMicro(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) error {
-	w, err := newWire()
+	w, err := newPayload()
 	if err != nil {
 		return err
 	}
@@ -213,7 +214,7 @@ func (b *bench) processSequential() error {
 	if err != nil {
 		return err
 	}
-	w, err := newWire()
+	w, err := newPayload()
 	if err != nil {
 		return err
 	}
@@ -342,7 +343,7 @@ func (c *pipeClient) run(msg *nats.Msg) func(time.Duration) (float64, error) {
 }
 
 // pipeContenders builds, for one depth, the raw and micro pipelined contenders against running children.
-func (b *bench) pipeContenders(depth int, w wire) ([]contender, error) {
+func (b *bench) pipeContenders(depth int, w payload) ([]contender, error) {
 	ncRaw, err := b.connect()
 	if err != nil {
 		return nil, err
@@ -370,7 +371,7 @@ func (b *bench) processPipelined() error {
 	if err != nil {
 		return err
 	}
-	w, err := newWire()
+	w, err := newPayload()
 	if err != nil {
 		return err
 	}

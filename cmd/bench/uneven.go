@@ -15,6 +15,7 @@ import (
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // benchWorker is the kind of the uneven-work and memory rows. It is registered in this binary, which is also the
@@ -156,7 +157,7 @@ func (b *bench) uneven() error {
 			return err
 		}
 	}
-	hdr := nats.Header{codec.HeaderMethod: {"Work"}}
+	hdr := nats.Header{wire.HeaderMethod: {"Work"}}
 	micro := contender{cMicroRandom, func(time.Duration) (float64, error) {
 		return runWorkload(work, func(d time.Duration) error {
 			r, err := nc.RequestMsg(&nats.Msg{Subject: microSubject + ".work", Header: hdr, Data: bodies[d]}, 10*time.Second)

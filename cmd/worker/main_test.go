@@ -22,6 +22,7 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // envRunMain makes the re-executed test binary run main, so tests can drive the real command in a process.
@@ -123,13 +124,13 @@ func gather[T any](t *testing.T, nc *nats.Conn, subject string, want int) []T {
 func call(t *testing.T, nc *nats.Conn, worker, method string, body []byte) *nats.Msg {
 	t.Helper()
 	m := nats.NewMsg(subjects.Worker(worker))
-	m.Header.Set(codec.HeaderMethod, method)
+	m.Header.Set(wire.HeaderMethod, method)
 	m.Data = body
 	r, err := nc.RequestMsg(m, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := r.Header.Get(codec.HeaderStatus); st != codec.StatusOK {
+	if st := r.Header.Get(wire.HeaderStatus); st != wire.StatusOK {
 		t.Fatalf("%s.%s: status %s, body %q", worker, method, st, r.Data)
 	}
 	return r
@@ -159,13 +160,13 @@ func TestRun(t *testing.T) {
 		t.Errorf("agent info %+v", infos[0])
 	}
 	var workers []string
-	for _, hb := range gather[fleet.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 2) {
+	for _, hb := range gather[wire.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 2) {
 		if hb.Agent != "a1" || hb.Interval != 100*time.Millisecond {
 			t.Errorf("heartbeat %+v", hb)
 		}
 		workers = append(workers, hb.WorkerID)
 	}
-	slow := gather[fleet.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)[0].WorkerID
+	slow := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)[0].WorkerID
 	for _, w := range workers {
 		var out int
 		if err := codec.Msgpack.Unmarshal(call(t, nc, w, "Process", mustArgs(t, 42)).Data, &out); err != nil ||
@@ -176,7 +177,7 @@ func TestRun(t *testing.T) {
 
 	// A call still running when the agent is told to stop is answered before run returns.
 	m := nats.NewMsg(subjects.Worker(slow))
-	m.Header.Set(codec.HeaderMethod, "Process")
+	m.Header.Set(wire.HeaderMethod, "Process")
 	m.Data = mustArgs(t, 300*time.Millisecond)
 	inbox := nc.NewRespInbox()
 	replies, err := nc.SubscribeSync(inbox)
@@ -192,7 +193,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "the slow call to run", func() bool {
-		hbs := gather[fleet.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)
+		hbs := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)
 		return hbs[0].InFlight == 1
 	})
 	cancel()
@@ -205,7 +206,7 @@ func TestRun(t *testing.T) {
 		t.Fatal("run did not return after its context ended")
 	}
 	r, err := replies.NextMsg(time.Second)
-	if err != nil || r.Header.Get(codec.HeaderStatus) != codec.StatusOK {
+	if err != nil || r.Header.Get(wire.HeaderStatus) != wire.StatusOK {
 		t.Fatalf("slow call: %v %v", r, err)
 	}
 	if _, err := nc.Request(subjects.Worker(workers[0]), nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
@@ -318,7 +319,7 @@ func TestBinaryStopsOnSignal(t *testing.T) {
 			if err != nil || !readyLine.MatchString(line) {
 				t.Fatalf("first line %q, %v", line, err)
 			}
-			w := gather[fleet.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 1)[0].WorkerID
+			w := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 1)[0].WorkerID
 			var out int
 			if err := codec.Msgpack.Unmarshal(call(t, nc, w, "Process", mustArgs(t, 5)).Data, &out); err != nil ||
 				out != 15 {
@@ -345,7 +346,7 @@ func TestBinaryAsChild(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	env, err := fleet.ChildEnv(fleet.WorkerSpec{Kind: "DataProcessor", ID: "child1", Args: mustArgs(t, 7)})
+	env, err := wire.ChildEnv(wire.WorkerSpec{Kind: "DataProcessor", ID: "child1", Args: mustArgs(t, 7)})
 	if err != nil {
 		t.Fatal(err)
 	}

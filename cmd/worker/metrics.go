@@ -144,20 +144,17 @@ func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFree, prometheus.GaugeValue, float64(info.Free), info.ID)
 	workers := map[string]int{}
 	sets := map[string]bool{} // a pool's workers share one set: report it once
-	for _, h := range c.a.Workers() {
-		spec := h.Spec()
-		workers[spec.Kind]++
-		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue,
-			float64(h.Worker().InFlight()), spec.Kind, spec.ID)
-		ls := h.LimitStats()
-		if ls == nil || sets[spec.LimitSet] {
+	for _, w := range c.a.Workers() {
+		workers[w.Kind]++
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(w.InFlight), w.Kind, w.ID)
+		if w.Limits == nil || sets[w.LimitSet] {
 			continue
 		}
-		sets[spec.LimitSet] = true
-		for key, st := range ls {
-			ch <- prometheus.MustNewConstMetric(descLimitUtil, prometheus.GaugeValue, st.Utilization, spec.LimitSet, key)
-			ch <- prometheus.MustNewConstMetric(descLimitCap, prometheus.GaugeValue, st.Capacity, spec.LimitSet, key)
-			ch <- prometheus.MustNewConstMetric(descLimitAvail, prometheus.GaugeValue, st.Available, spec.LimitSet, key)
+		sets[w.LimitSet] = true
+		for key, st := range w.Limits {
+			ch <- prometheus.MustNewConstMetric(descLimitUtil, prometheus.GaugeValue, st.Utilization, w.LimitSet, key)
+			ch <- prometheus.MustNewConstMetric(descLimitCap, prometheus.GaugeValue, st.Capacity, w.LimitSet, key)
+			ch <- prometheus.MustNewConstMetric(descLimitAvail, prometheus.GaugeValue, st.Available, w.LimitSet, key)
 		}
 	}
 	for kind, n := range workers {

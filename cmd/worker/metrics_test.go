@@ -18,6 +18,7 @@ import (
 
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/wire"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
@@ -27,9 +28,9 @@ var metricsLine = regexp.MustCompile(`(?m)^worker: metrics on (http://127\.0\.0\
 func send(t *testing.T, nc *nats.Conn, worker, method, contentType string, body []byte) *nats.Msg {
 	t.Helper()
 	m := nats.NewMsg(subjects.Worker(worker))
-	m.Header.Set(codec.HeaderMethod, method)
+	m.Header.Set(wire.HeaderMethod, method)
 	if contentType != "" {
-		m.Header.Set(codec.HeaderContentType, contentType)
+		m.Header.Set(wire.HeaderContentType, contentType)
 	}
 	m.Data = body
 	r, err := nc.RequestMsg(m, 10*time.Second)
@@ -120,17 +121,17 @@ func TestRunMetrics(t *testing.T) {
 	url := metricsLine.FindStringSubmatch(stdout.String())[1]
 
 	var dp []string
-	for _, hb := range gather[fleet.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 2) {
+	for _, hb := range gather[wire.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 2) {
 		dp = append(dp, hb.WorkerID)
 	}
-	risky := gather[fleet.Heartbeat](t, nc, subjects.KindDiscover("RiskyWorker"), 1)[0].WorkerID
+	risky := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("RiskyWorker"), 1)[0].WorkerID
 
 	// Two pool workers through the agent's spawn subject: one with a shared token limit, one to hold a call.
 	ls, err := limits.MarshalLimits([]limits.Limit{limits.RateLimit{Key: "tokens", Window: time.Hour, Capacity: 1000}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	spawn := func(spec fleet.WorkerSpec) string {
+	spawn := func(spec wire.WorkerSpec) string {
 		t.Helper()
 		m := nats.NewMsg(subjects.Spawn("m1"))
 		var err error
@@ -141,15 +142,15 @@ func TestRunMetrics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rep fleet.SpawnReply
+		var rep wire.SpawnReply
 		if err := codec.Msgpack.Unmarshal(r.Data, &rep); err != nil || rep.Error != "" {
 			t.Fatalf("spawn %s: %+v, %v", spec.Kind, rep, err)
 		}
 		return rep.WorkerID
 	}
-	api := spawn(fleet.WorkerSpec{Kind: "APIWorker", Pool: "pool1", Args: mustArgs(t, "key"), Limits: ls,
+	api := spawn(wire.WorkerSpec{Kind: "APIWorker", Pool: "pool1", Args: mustArgs(t, "key"), Limits: ls,
 		LimitSet: "api"})
-	slow := spawn(fleet.WorkerSpec{Kind: "SlowWorker", Pool: "pool2"})
+	slow := spawn(wire.WorkerSpec{Kind: "SlowWorker", Pool: "pool2"})
 
 	const good, bad = 5, 2
 	for i := range good {
@@ -157,8 +158,8 @@ func TestRunMetrics(t *testing.T) {
 	}
 	for range bad {
 		if r := send(t, nc, dp[1], "Process", codec.ContentTypeJSON, []byte(`["x"]`)); r.Header.Get(
-			codec.HeaderStatus) != codec.StatusError {
-			t.Fatalf("Process(\"x\") status %q", r.Header.Get(codec.HeaderStatus))
+			wire.HeaderStatus) != wire.StatusError {
+			t.Fatalf("Process(\"x\") status %q", r.Header.Get(wire.HeaderStatus))
 		}
 	}
 	send(t, nc, dp[0], "Nope", "", nil)
@@ -169,8 +170,8 @@ func TestRunMetrics(t *testing.T) {
 
 	// A call held in flight on the slow worker while scraping.
 	held := nats.NewMsg(subjects.Worker(slow))
-	held.Header.Set(codec.HeaderMethod, "Process")
-	held.Header.Set(codec.HeaderCallID, "held")
+	held.Header.Set(wire.HeaderMethod, "Process")
+	held.Header.Set(wire.HeaderCallID, "held")
 	held.Data = mustArgs(t, time.Minute)
 	heldReply, err := nc.SubscribeSync(nc.NewRespInbox())
 	if err != nil {
@@ -240,12 +241,12 @@ func TestRunMetrics(t *testing.T) {
 
 	// Let the held call go, stop, and the metrics endpoint goes with the agent.
 	cm := nats.NewMsg(subjects.Control(slow))
-	cm.Header.Set(fleet.HeaderControl, fleet.ControlCancel)
-	cm.Header.Set(codec.HeaderCallID, "held")
+	cm.Header.Set(wire.HeaderControl, wire.ControlCancel)
+	cm.Header.Set(wire.HeaderCallID, "held")
 	if err := nc.PublishMsg(cm); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := heldReply.NextMsg(5 * time.Second); err != nil || r.Header.Get(codec.HeaderStatus) != codec.StatusError {
+	if r, err := heldReply.NextMsg(5 * time.Second); err != nil || r.Header.Get(wire.HeaderStatus) != wire.StatusError {
 		t.Fatalf("held call after cancel: %v, %v", r, err)
 	}
 	cancel()

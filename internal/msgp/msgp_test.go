@@ -1,4 +1,4 @@
-package codec_test
+package msgp_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
-	"github.com/natsfleet/natsfleet/codec"
+	"github.com/natsfleet/natsfleet/internal/msgp"
 )
 
 // TestAppendMatchesMsgpack: the hand-written headers and strings are byte for byte what msgpack/v5 writes, at every
@@ -23,7 +23,7 @@ func TestAppendMatchesMsgpack(t *testing.T) {
 		if err := enc.EncodeString(s); err != nil {
 			t.Fatal(err)
 		}
-		if got := codec.AppendString(nil, s); !bytes.Equal(got, buf.Bytes()) {
+		if got := msgp.AppendString(nil, s); !bytes.Equal(got, buf.Bytes()) {
 			t.Errorf("AppendString(%d bytes) = % x..., msgpack writes % x...", n, got[:min(len(got), 6)], buf.Bytes()[:min(buf.Len(), 6)])
 		}
 		for _, c := range []struct {
@@ -31,8 +31,8 @@ func TestAppendMatchesMsgpack(t *testing.T) {
 			append func([]byte, int) []byte
 			encode func(int) error
 		}{
-			{"array", codec.AppendArrayLen, enc.EncodeArrayLen},
-			{"map", codec.AppendMapLen, enc.EncodeMapLen},
+			{"array", msgp.AppendArrayLen, enc.EncodeArrayLen},
+			{"map", msgp.AppendMapLen, enc.EncodeMapLen},
 		} {
 			buf.Reset()
 			if err := c.encode(n); err != nil {
@@ -61,7 +61,7 @@ func TestReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := codec.NewReader(data)
+	r := msgp.NewReader(data)
 	if n, err := r.ArrayLen(); err != nil || n != 6 {
 		t.Fatalf("ArrayLen = %d, %v; want 6", n, err)
 	}
@@ -86,33 +86,33 @@ func TestReader(t *testing.T) {
 	}
 }
 
-// TestReaderMalformed: wrong kinds, truncation and lengths larger than the data fail with ErrMalformed, naming the
+// TestReaderMalformed: wrong kinds, truncation and lengths larger than the data fail with an *Error, naming the
 // offset, and never read past the end.
 func TestReaderMalformed(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
 		data []byte
-		read func(*codec.Reader) error
+		read func(*msgp.Reader) error
 		want string
 	}{
-		{"empty array", nil, func(r *codec.Reader) error { _, err := r.ArrayLen(); return err }, "end of data"},
-		{"string as array", []byte{0xa1, 'x'}, func(r *codec.Reader) error { _, err := r.ArrayLen(); return err }, "not an array"},
-		{"array as map", []byte{0x91, 0x01}, func(r *codec.Reader) error { _, err := r.MapLen(); return err }, "not a map"},
-		{"array beyond data", []byte{0xdc, 0xff, 0xff, 0x01}, func(r *codec.Reader) error { _, err := r.ArrayLen(); return err }, "exceeds"},
-		{"map beyond data", []byte{0x82, 0xa1, 'k', 0x01}, func(r *codec.Reader) error { _, err := r.MapLen(); return err }, "exceeds"},
-		{"truncated array16", []byte{0xdc, 0x00}, func(r *codec.Reader) error { _, err := r.ArrayLen(); return err }, "not an array"},
-		{"int as string", []byte{0x05}, func(r *codec.Reader) error { _, err := r.Str(); return err }, "not a string"},
-		{"string beyond data", []byte{0xd9, 0x10, 'a'}, func(r *codec.Reader) error { _, err := r.Str(); return err }, "exceeds"},
-		{"truncated str32", []byte{0xdb, 0x00, 0x00}, func(r *codec.Reader) error { _, err := r.Str(); return err }, "not a string"},
-		{"raw beyond data", []byte{0x92, 0x01}, func(r *codec.Reader) error { _, err := r.Raw(); return err }, "exceeds"},
-		{"raw truncated", []byte{0x92, 0x91, 0x01}, func(r *codec.Reader) error { _, err := r.Raw(); return err }, "end of data"},
-		{"raw invalid code", []byte{0xc1}, func(r *codec.Reader) error { _, err := r.Raw(); return err }, "invalid code"},
+		{"empty array", nil, func(r *msgp.Reader) error { _, err := r.ArrayLen(); return err }, "end of data"},
+		{"string as array", []byte{0xa1, 'x'}, func(r *msgp.Reader) error { _, err := r.ArrayLen(); return err }, "not an array"},
+		{"array as map", []byte{0x91, 0x01}, func(r *msgp.Reader) error { _, err := r.MapLen(); return err }, "not a map"},
+		{"array beyond data", []byte{0xdc, 0xff, 0xff, 0x01}, func(r *msgp.Reader) error { _, err := r.ArrayLen(); return err }, "exceeds"},
+		{"map beyond data", []byte{0x82, 0xa1, 'k', 0x01}, func(r *msgp.Reader) error { _, err := r.MapLen(); return err }, "exceeds"},
+		{"truncated array16", []byte{0xdc, 0x00}, func(r *msgp.Reader) error { _, err := r.ArrayLen(); return err }, "not an array"},
+		{"int as string", []byte{0x05}, func(r *msgp.Reader) error { _, err := r.Str(); return err }, "not a string"},
+		{"string beyond data", []byte{0xd9, 0x10, 'a'}, func(r *msgp.Reader) error { _, err := r.Str(); return err }, "exceeds"},
+		{"truncated str32", []byte{0xdb, 0x00, 0x00}, func(r *msgp.Reader) error { _, err := r.Str(); return err }, "not a string"},
+		{"raw beyond data", []byte{0x92, 0x01}, func(r *msgp.Reader) error { _, err := r.Raw(); return err }, "exceeds"},
+		{"raw truncated", []byte{0x92, 0x91, 0x01}, func(r *msgp.Reader) error { _, err := r.Raw(); return err }, "end of data"},
+		{"raw invalid code", []byte{0xc1}, func(r *msgp.Reader) error { _, err := r.Raw(); return err }, "invalid code"},
 	}
 	for _, tc := range tests {
-		err := tc.read(codec.NewReader(tc.data))
-		if !errors.Is(err, codec.ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want ErrMalformed with %q", tc.name, err, tc.want)
+		err := tc.read(msgp.NewReader(tc.data))
+		if !errors.As(err, new(*msgp.Error)) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want a *msgp.Error with %q", tc.name, err, tc.want)
 		}
 	}
 }
@@ -133,13 +133,13 @@ func TestDecodeInteger(t *testing.T) {
 		if err := msgpack.Unmarshal(raw, &want); err != nil {
 			t.Fatal(err)
 		}
-		if got, ok := codec.DecodeInteger[int64](raw); !ok || got != want {
+		if got, ok := msgp.DecodeInteger[int64](raw); !ok || got != want {
 			t.Errorf("%T %v (% x): DecodeInteger[int64] = %d, %v; want %d", v, v, raw, got, ok, want)
 		}
-		if got, ok := codec.DecodeInteger[int](raw); !ok || int64(got) != want {
+		if got, ok := msgp.DecodeInteger[int](raw); !ok || int64(got) != want {
 			t.Errorf("%T %v (% x): DecodeInteger[int] = %d, %v; want %d", v, v, raw, got, ok, want)
 		}
-		if _, ok := codec.DecodeInteger[string](raw); ok {
+		if _, ok := msgp.DecodeInteger[string](raw); ok {
 			t.Errorf("%T %v: decoded into a string", v, v)
 		}
 	}
@@ -148,11 +148,11 @@ func TestDecodeInteger(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, ok := codec.DecodeInteger[int64](raw); ok {
+		if got, ok := msgp.DecodeInteger[int64](raw); ok {
 			t.Errorf("%T %v (% x): decoded as the integer %d", v, v, raw, got)
 		}
 	}
-	if _, ok := codec.DecodeInteger[int](nil); ok {
+	if _, ok := msgp.DecodeInteger[int](nil); ok {
 		t.Error("decoded an empty value")
 	}
 }

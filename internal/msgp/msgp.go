@@ -1,14 +1,29 @@
-package codec
+// Package msgp reads and writes by hand the few msgpack structures on every call's path (the entries of call and
+// reply batches, one-integer arguments and results), where the msgpack library's reflection costs more than
+// everything else the encoding does. The Append functions write what msgpack/v5 writes for the same values; Reader
+// reads any well-formed encoding of them, so either side of the wire may use either. Skip validates a value's
+// structure without decoding it, which is how package codec bounds what a hostile body can make the decoder
+// allocate.
+package msgp
 
 import (
 	"encoding/binary"
 	"fmt"
 )
 
-// Hand-written msgpack for the few structures on every call's path (the entries of call and reply batches), where
-// msgpack's reflection costs more than everything else the encoding does. The Append functions write what
-// msgpack/v5 writes for the same values; Reader reads any well-formed encoding of them, so either side of the wire may
-// use either.
+// MaxDepth bounds how deeply arrays and maps may nest in a value, as encoding/json's limit does, so a hostile body
+// cannot exhaust a decoder's stack.
+const MaxDepth = 10000
+
+// Error locates the first byte at which data stops being a well-formed msgpack value.
+type Error struct {
+	Offset int
+	Reason string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("malformed msgpack at byte %d: %s", e.Offset, e.Reason)
+}
 
 // AppendArrayLen appends the header of an array of n values.
 func AppendArrayLen(dst []byte, n int) []byte { return appendLen(dst, n, 0x90, 15, 0xdc) }
@@ -44,8 +59,8 @@ func AppendString(dst []byte, s string) []byte {
 }
 
 // Reader reads msgpack values one after the other from a buffer, without reflection: the values it returns are
-// views into the buffer. Every method fails, with an error matching ErrMalformed, on data that is not the expected
-// kind of value or runs past the end.
+// views into the buffer. Every method fails with an *Error on data that is not the expected kind of value or runs
+// past the end.
 type Reader struct {
 	data []byte
 	off  int
@@ -61,7 +76,7 @@ func (r *Reader) Len() int { return len(r.data) - r.off }
 func (r *Reader) Offset() int { return r.off }
 
 func (r *Reader) fail(reason string) error {
-	return &malformedError{format: "msgpack", offset: r.off, reason: reason}
+	return &Error{Offset: r.off, Reason: reason}
 }
 
 // ArrayLen reads an array header and returns its number of values.
@@ -134,7 +149,7 @@ func (r *Reader) Str() ([]byte, error) {
 
 // Raw reads the next value, whatever it is, and returns its whole encoding.
 func (r *Reader) Raw() ([]byte, error) {
-	end, err := skipMsgpack(r.data, r.off)
+	end, err := Skip(r.data, r.off)
 	if err != nil {
 		return nil, err
 	}
@@ -183,4 +198,104 @@ func DecodeInteger[T any](raw []byte) (a T, ok bool) {
 		return a, false
 	}
 	return a, true
+}
+
+// Skip walks the well-formed msgpack value that starts at data[i] and returns the offset just past it, without
+// allocating. Every length a value claims must fit in the bytes left, and nesting deeper than MaxDepth fails.
+func Skip(data []byte, i int) (int, error) {
+	fail := func(off int, reason string) error {
+		return &Error{Offset: off, Reason: reason}
+	}
+	// pending counts the values still to read in the innermost open container; stack holds the counts of the
+	// containers around it.
+	var stackBuf [32]uint64
+	stack := stackBuf[:0]
+	pending := uint64(1)
+	for {
+		for pending == 0 && len(stack) > 0 {
+			pending, stack = stack[len(stack)-1], stack[:len(stack)-1]
+		}
+		if pending == 0 {
+			break
+		}
+		if i >= len(data) {
+			return i, fail(i, "unexpected end of data")
+		}
+		start := i
+		c := data[i]
+		i++
+		pending--
+		var size, children uint64 // payload bytes to skip; values nested inside
+		var lenBytes int          // width of a length field that follows the code
+		switch {
+		case c <= 0x7f || c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3: // fixint, nil, false, true
+		case c <= 0x8f: // fixmap
+			children = 2 * uint64(c&0x0f)
+		case c <= 0x9f: // fixarray
+			children = uint64(c & 0x0f)
+		case c <= 0xbf: // fixstr
+			size = uint64(c & 0x1f)
+		case c == 0xc1:
+			return i, fail(start, "invalid code 0xc1")
+		case c == 0xc4 || c == 0xd9: // bin8, str8
+			lenBytes = 1
+		case c == 0xc5 || c == 0xda: // bin16, str16
+			lenBytes = 2
+		case c == 0xc6 || c == 0xdb: // bin32, str32
+			lenBytes = 4
+		case c == 0xc7: // ext8: length, type, data
+			lenBytes, size = 1, 1
+		case c == 0xc8:
+			lenBytes, size = 2, 1
+		case c == 0xc9:
+			lenBytes, size = 4, 1
+		case c == 0xcc || c == 0xd0:
+			size = 1
+		case c == 0xcd || c == 0xd1:
+			size = 2
+		case c == 0xca || c == 0xce || c == 0xd2:
+			size = 4
+		case c == 0xcb || c == 0xcf || c == 0xd3:
+			size = 8
+		case c >= 0xd4 && c <= 0xd8: // fixext 1, 2, 4, 8, 16: type byte and data
+			size = 1 + 1<<(c-0xd4)
+		case c == 0xdc || c == 0xde: // array16, map16
+			lenBytes = 2
+		case c == 0xdd || c == 0xdf: // array32, map32
+			lenBytes = 4
+		}
+		if lenBytes > 0 {
+			if len(data)-i < lenBytes {
+				return i, fail(start, "truncated length")
+			}
+			var n uint64
+			for _, b := range data[i : i+lenBytes] {
+				n = n<<8 | uint64(b)
+			}
+			i += lenBytes
+			switch c {
+			case 0xdc, 0xdd:
+				children = n
+			case 0xde, 0xdf:
+				children = 2 * n
+			default:
+				size += n
+			}
+		}
+		if size > uint64(len(data)-i) {
+			return i, fail(start, fmt.Sprintf("value of %d bytes exceeds the %d left", size, len(data)-i))
+		}
+		i += int(size)
+		if children > 0 {
+			if children > uint64(len(data)-i) {
+				return i, fail(start, fmt.Sprintf("container of %d values exceeds the %d bytes left", children, len(data)-i))
+			}
+			if len(stack) >= MaxDepth {
+				return i, fail(start, fmt.Sprintf("nesting deeper than %d", MaxDepth))
+			}
+			stack = append(stack, pending)
+			pending = children
+		}
+	}
+	return i, nil
 }

@@ -1,4 +1,4 @@
-package fleet_test
+package wire_test
 
 import (
 	"bytes"
@@ -10,7 +10,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/natsfleet/natsfleet/codec"
-	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/msgp"
+	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
 // TestBatchCodecMatchesMsgpack: the hand-written batch encodings are byte for byte msgpack's encoding of the
@@ -18,18 +19,18 @@ import (
 func TestBatchCodecMatchesMsgpack(t *testing.T) {
 	t.Parallel()
 	args, _ := codec.Msgpack.AppendArgs(nil, []any{42, "x"})
-	calls := []fleet.BatchCall{
+	calls := []wire.BatchCall{
 		{ID: "c1", Method: "Process", Reply: "_INBOX.abc.1", Args: args},
 		{ID: strings.Repeat("i", 40), Method: "M", Reply: "_INBOX.abc.2", Deadline: "2026-11-29T08:00:00.5Z", Args: args},
 		{ID: "c3", Method: "Nothing", Reply: "r"},
 	}
-	replies := []fleet.BatchReply{
-		{Token: "1", Status: codec.StatusOK, Body: []byte{0x2a}},
-		{Token: "zz", Status: codec.StatusError, Body: args},
+	replies := []wire.BatchReply{
+		{Token: "1", Status: wire.StatusOK, Body: []byte{0x2a}},
+		{Token: "zz", Status: wire.StatusError, Body: args},
 		{Token: "3", Status: "503"},
 	}
 	var ours []byte
-	ours = codec.AppendArrayLen(ours, len(calls))
+	ours = msgp.AppendArrayLen(ours, len(calls))
 	for i := range calls {
 		ours = calls[i].AppendMsgpack(ours)
 	}
@@ -40,13 +41,13 @@ func TestBatchCodecMatchesMsgpack(t *testing.T) {
 	if !bytes.Equal(ours, theirs) {
 		t.Fatalf("calls encode as\n% x\nmsgpack writes\n% x", ours, theirs)
 	}
-	gotCalls, err := fleet.DecodeBatchCalls(nil, theirs)
+	gotCalls, err := wire.DecodeBatchCalls(nil, theirs)
 	calls[2].Args = []byte{0xc0} // nil arguments travel as msgpack nil
 	if err != nil || !reflect.DeepEqual(gotCalls, calls) {
 		t.Fatalf("DecodeBatchCalls = %+v, %v; want %+v", gotCalls, err, calls)
 	}
 
-	ours = codec.AppendArrayLen(nil, len(replies))
+	ours = msgp.AppendArrayLen(nil, len(replies))
 	for i := range replies {
 		ours = replies[i].AppendMsgpack(ours)
 	}
@@ -56,7 +57,7 @@ func TestBatchCodecMatchesMsgpack(t *testing.T) {
 	if !bytes.Equal(ours, theirs) {
 		t.Fatalf("replies encode as\n% x\nmsgpack writes\n% x", ours, theirs)
 	}
-	gotReplies, err := fleet.DecodeBatchReplies(nil, theirs)
+	gotReplies, err := wire.DecodeBatchReplies(nil, theirs)
 	replies[2].Body = []byte{0xc0}
 	if err != nil || !reflect.DeepEqual(gotReplies, replies) {
 		t.Fatalf("DecodeBatchReplies = %+v, %v; want %+v", gotReplies, err, replies)
@@ -70,7 +71,7 @@ func TestBatchDecodeTolerates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := fleet.DecodeBatchCalls(nil, data)
+	got, err := wire.DecodeBatchCalls(nil, data)
 	if err != nil || len(got) != 1 || got[0].ID != "c9" || got[0].Method != "Process" || got[0].Reply != "in.9" ||
 		!bytes.Equal(got[0].Args, []byte{0x91, 0x07}) {
 		t.Fatalf("DecodeBatchCalls = %+v, %v", got, err)
@@ -79,7 +80,7 @@ func TestBatchDecodeTolerates(t *testing.T) {
 
 func TestBatchDecodeMalformed(t *testing.T) {
 	t.Parallel()
-	good, err := msgpack.Marshal([]fleet.BatchReply{{Token: "1", Status: codec.StatusOK, Body: []byte{0x01}}})
+	good, err := msgpack.Marshal([]wire.BatchReply{{Token: "1", Status: wire.StatusOK, Body: []byte{0x01}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,21 +96,21 @@ func TestBatchDecodeMalformed(t *testing.T) {
 		{"trailing bytes", append(append([]byte(nil), good...), 0x01)},
 	}
 	for _, tc := range tests {
-		_, err := fleet.DecodeBatchReplies(nil, tc.data)
-		if err == nil || !strings.Contains(err.Error(), "fleet: decode reply batch") {
+		_, err := wire.DecodeBatchReplies(nil, tc.data)
+		if err == nil || !strings.Contains(err.Error(), "decode reply batch") {
 			t.Errorf("%s: DecodeBatchReplies error %v", tc.name, err)
 		}
-		if _, err := fleet.DecodeBatchCalls(nil, tc.data); err == nil {
+		if _, err := wire.DecodeBatchCalls(nil, tc.data); err == nil {
 			t.Errorf("%s: DecodeBatchCalls accepted it", tc.name)
 		}
 	}
-	if _, err := fleet.DecodeBatchReplies(nil, []byte{0x91, 0x81, 0xa1, 't', 0x01}); err == nil {
+	if _, err := wire.DecodeBatchReplies(nil, []byte{0x91, 0x81, 0xa1, 't', 0x01}); err == nil {
 		t.Error("DecodeBatchReplies accepted a token that is not a string")
 	}
-	if _, err := fleet.DecodeBatchCalls(nil, []byte{0x91, 0x81, 0xa1, 'i', 0x01}); err == nil {
+	if _, err := wire.DecodeBatchCalls(nil, []byte{0x91, 0x81, 0xa1, 'i', 0x01}); err == nil {
 		t.Error("DecodeBatchCalls accepted a call ID that is not a string")
 	}
-	if _, err := fleet.DecodeBatchCalls(nil, []byte{0x91, 0x81, 0xa1, 'a', 0xc1}); !errors.Is(err, codec.ErrMalformed) {
-		t.Errorf("invalid code in arguments: error %v, want ErrMalformed", err)
+	if _, err := wire.DecodeBatchCalls(nil, []byte{0x91, 0x81, 0xa1, 'a', 0xc1}); !errors.As(err, new(*msgp.Error)) {
+		t.Errorf("invalid code in arguments: error %v, want a *msgp.Error", err)
 	}
 }

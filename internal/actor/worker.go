@@ -1,79 +1,33 @@
-package fleet
+package actor
 
 import (
 	"context"
 	"fmt"
-	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nuid"
-
-	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
-// Replier receives the outcome of a Task. The worker calls Reply exactly once per task.
-type Replier interface {
-	Reply(t *Task, result any, err error)
-}
-
-// runTimer is implemented by a Replier that wants to know how long its task's method ran (retries included, queue
-// wait excluded): a served worker decides from it which calls are short enough to run inline. Other tasks pay no
-// clock reads.
-type runTimer interface {
-	ran(start, end time.Time)
-}
-
-// Task is one call handed to a Worker. Callers usually embed it in their own call record, so that submitting a call
-// costs no allocation of its own.
-type Task struct {
-	Ctx    context.Context    // the call's context; nil means context.Background()
-	Cancel context.CancelFunc // optional: cancels Ctx; the worker calls it when it aborts the task
-	Method *Method
-	// Args are the arguments converted to the method's parameter types. When nil, the worker uses Values: as they
-	// are when they fit the parameters exactly (Method.Exact), which spares the conversion and the reflective call,
-	// converted otherwise.
-	Args   []reflect.Value
-	Values []any
-	CallID string
-	// Progress receives the progress events of bars the method starts (fleet.Progress); nil discards them.
-	Progress func(codec.Progress)
-	// Retry re-runs the call when it fails; nil runs it once.
-	Retry *RetryPolicy
-	Reply Replier
-
-	replied  atomic.Bool
-	claimed  atomic.Bool // taken to run, or failed by Abort: whichever comes first
-	bars     atomic.Int32
-	attempts atomic.Int32
-}
-
-func (t *Task) reply(result any, err error) {
-	if t.replied.CompareAndSwap(false, true) {
-		t.Reply.Reply(t, result, err)
-	}
-}
-
-// WorkerOptions configure a hosted worker. Zero values mean the defaults noted.
-type WorkerOptions struct {
-	ID         string          // unique worker ID; default: generated
+// Options configure a worker. Zero values mean the defaults noted.
+type Options struct {
+	ID         string          // unique worker ID; required
+	Kind       string          // the registered kind's name, for stats and CallInfo
 	Index      int             // index in its pool, the limits' round-robin offset; default 0
 	Concurrent bool            // run calls concurrently (asyncio mode) instead of one at a time; default false
-	Limits     limits.Provider // limits the worker's methods see through fleet.Limits; default limits.Noop
+	Limits     limits.Provider // limits the worker's methods see through fleet.Limits; default none
+	// Stopped is the error calls submitted to a stopping worker fail with (fleet.ErrWorkerStopped, wrapped).
+	Stopped error
 }
 
 // Worker hosts one instance of a kind and runs the calls submitted to it: one at a time in arrival order (actor
-// semantics), or concurrently when WorkerOptions.Concurrent is set. Submit never blocks. A panic in a method becomes
-// that call's error and the worker keeps serving.
+// semantics), or concurrently when Options.Concurrent is set. Submit never blocks. A panic in a method becomes that
+// call's error and the worker keeps serving.
 type Worker struct {
-	kind   *Kind
 	inst   reflect.Value
-	id     string
-	index  int
-	conc   bool
+	opts   Options
 	limits limits.Provider
 
 	mu      sync.Mutex
@@ -92,63 +46,30 @@ type Worker struct {
 	exited  chan struct{}
 	calls   sync.WaitGroup // concurrent mode: calls in their own goroutines
 
-	stats workerCounters
+	stats counters
 }
 
-// workerCounters are kept apart by writer: submitted by the callers' goroutines, the rest by the worker's, so the
-// two sides do not fight over one cache line on every call. In flight is submitted minus completed.
-type workerCounters struct {
+// counters are kept apart by writer: submitted by the callers' goroutines, the rest by the worker's, so the two sides
+// do not fight over one cache line on every call. In flight is submitted minus completed.
+type counters struct {
 	submitted atomic.Int64
 	_         [56]byte
 	calls     atomic.Int64 // completed
 	errors    atomic.Int64
 }
 
-func (c *workerCounters) inFlight() int64 { return c.submitted.Load() - c.calls.Load() }
-
-// WorkerStats are a worker's counters.
-type WorkerStats struct {
-	ID       string `json:"id" msgpack:"id"`
-	Index    int    `json:"index" msgpack:"index"`
-	Kind     string `json:"kind" msgpack:"kind"`
-	Calls    int64  `json:"calls" msgpack:"calls"`         // calls completed
-	Errors   int64  `json:"errors" msgpack:"errors"`       // calls completed with an error
-	InFlight int64  `json:"in_flight" msgpack:"in_flight"` // queued or running
-	Stopped  bool   `json:"stopped" msgpack:"stopped"`
-	PID      int    `json:"pid" msgpack:"pid"`   // process hosting the worker
-	Host     string `json:"host" msgpack:"host"` // machine hosting the worker
+// Stats are a worker's counters.
+type Stats struct {
+	Calls    int64 // calls completed
+	Errors   int64 // calls completed with an error
+	InFlight int64 // queued or running
+	Stopped  bool
 }
 
-var (
-	pid     = os.Getpid()
-	host, _ = os.Hostname()
-)
-
-// Start builds an instance of the kind with the constructor arguments args and starts serving it.
-func (k *Kind) Start(opts WorkerOptions, args ...any) (*Worker, error) {
-	inst, err := k.construct(args)
-	if err != nil {
-		return nil, err
-	}
-	return k.startInstance(inst, opts), nil
-}
-
-// StartValues is Start with constructor arguments already of the constructor's parameter types (as decoded from the
-// wire).
-func (k *Kind) StartValues(opts WorkerOptions, args []reflect.Value) (*Worker, error) {
-	inst, err := k.constructValues(args)
-	if err != nil {
-		return nil, err
-	}
-	return k.startInstance(inst, opts), nil
-}
-
-func (k *Kind) startInstance(inst reflect.Value, opts WorkerOptions) *Worker {
-	w := &Worker{kind: k, inst: inst, id: opts.ID, index: opts.Index, conc: opts.Concurrent,
-		running: make(map[*Task]struct{}), signal: make(chan struct{}, 1), exited: make(chan struct{})}
-	if w.id == "" {
-		w.id = nuid.Next()
-	}
+// Start starts a worker that runs calls on inst, the kind's instance.
+func Start(inst reflect.Value, opts Options) *Worker {
+	w := &Worker{inst: inst, opts: opts, running: make(map[*Task]struct{}), signal: make(chan struct{}, 1),
+		exited: make(chan struct{})}
 	if opts.Limits != nil {
 		w.limits = opts.Limits.ForWorker(opts.Index)
 	}
@@ -157,23 +78,29 @@ func (k *Kind) startInstance(inst reflect.Value, opts WorkerOptions) *Worker {
 }
 
 // ID is the worker's unique ID.
-func (w *Worker) ID() string { return w.id }
+func (w *Worker) ID() string { return w.opts.ID }
 
-// Kind is the worker's kind.
-func (w *Worker) Kind() *Kind { return w.kind }
+// Kind is the name of the worker's kind.
+func (w *Worker) Kind() string { return w.opts.Kind }
 
-// Instance is the hosted object, for tests and for sync mode, which runs methods in the caller.
-func (w *Worker) Instance() any { return w.inst.Interface() }
+// Index is the worker's index in its pool.
+func (w *Worker) Index() int { return w.opts.Index }
+
+// Limits are the limits the worker's methods share with their pool, with the worker's offset; nil for none.
+func (w *Worker) Limits() limits.Provider { return w.limits }
+
+// Instance is the hosted object.
+func (w *Worker) Instance() reflect.Value { return w.inst }
 
 // Submit queues t behind the calls already submitted. It never blocks. A worker that is stopping replies to t at
-// once with an error matching ErrWorkerStopped.
+// once with an error wrapping Options.Stopped.
 func (w *Worker) Submit(t *Task) {
 	w.stats.submitted.Add(1)
 	w.held.Add(1)
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id), true)
+		w.finish(t, nil, w.stoppedErr(), true)
 		return
 	}
 	w.queue = append(w.queue, t)
@@ -181,13 +108,15 @@ func (w *Worker) Submit(t *Task) {
 	w.wake()
 }
 
+func (w *Worker) stoppedErr() error { return fmt.Errorf("%w: %s", w.opts.Stopped, w.opts.ID) }
+
 // RunIfIdle runs t in the calling goroutine, as Submit would run it, when the worker is idle: not stopping, nothing
 // queued and no call running (urgent calls aside). It reports whether it ran t; when it did not, the caller Submits
 // t instead. A caller that receives calls in order and waits for RunIfIdle before taking the next keeps the worker's
 // order: calls it Submits while one runs inline wait for it. It saves the handoff to the worker's goroutine, which
 // costs more than a short method. A Concurrent worker never runs a call inline.
 func (w *Worker) RunIfIdle(t *Task) bool {
-	if w.conc {
+	if w.opts.Concurrent {
 		return false
 	}
 	w.mu.Lock()
@@ -201,7 +130,7 @@ func (w *Worker) RunIfIdle(t *Task) bool {
 	w.held.Add(1)
 	w.mu.Unlock()
 	w.stats.submitted.Add(1)
-	t.claimed.Store(true)
+	t.state.Or(claimed)
 	w.current.Store(t)
 	w.exec(t, true)
 	w.mu.Lock()
@@ -230,12 +159,12 @@ func (w *Worker) SubmitUrgent(t *Task) {
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		w.finish(t, nil, fmt.Errorf("%w: %s", ErrWorkerStopped, w.id), false)
+		w.finish(t, nil, w.stoppedErr(), false)
 		return
 	}
 	w.calls.Add(1)
 	w.mu.Unlock()
-	t.claimed.Store(true)
+	t.state.Or(claimed)
 	go func() {
 		defer w.calls.Done()
 		w.exec(t, false)
@@ -243,13 +172,15 @@ func (w *Worker) SubmitUrgent(t *Task) {
 }
 
 // Stats returns the worker's counters.
-func (w *Worker) Stats() WorkerStats {
+func (w *Worker) Stats() Stats {
 	w.mu.Lock()
 	stopped := w.closing
 	w.mu.Unlock()
-	return WorkerStats{ID: w.id, Index: w.index, Kind: w.kind.name, Calls: w.stats.calls.Load(),
-		Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight(), Stopped: stopped, PID: pid, Host: host}
+	return Stats{Calls: w.stats.calls.Load(), Errors: w.stats.errors.Load(), InFlight: w.stats.inFlight(),
+		Stopped: stopped}
 }
+
+func (c *counters) inFlight() int64 { return c.submitted.Load() - c.calls.Load() }
 
 // InFlight is the number of calls queued or running.
 func (w *Worker) InFlight() int { return int(w.stats.inFlight()) }
@@ -269,13 +200,14 @@ func (w *Worker) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	w.Abort(w.stoppedError(ctx.Err()))
+	w.Abort(w.StoppedError(ctx.Err()))
 	return ctx.Err()
 }
 
-// stoppedError is the error of the calls a Stop whose context ended with cause did not let finish.
-func (w *Worker) stoppedError(cause error) error {
-	return fmt.Errorf("fleet: worker %s stopped before the call finished: %w", w.id, cause)
+// StoppedError is the error of the calls a Stop whose context ended with cause did not let finish.
+func (w *Worker) StoppedError(cause error) error {
+	// The caller sees this worker as package fleet's.
+	return fmt.Errorf("fleet: worker %s stopped before the call finished: %w", w.opts.ID, cause)
 }
 
 // Abort stops the worker without waiting: queued and running calls fail with err at once and running methods have
@@ -294,13 +226,13 @@ func (w *Worker) Abort(err error) {
 	}
 	w.mu.Unlock()
 	for _, t := range queued {
-		if t.claimed.CompareAndSwap(false, true) {
+		if t.Claim() {
 			w.finish(t, nil, err, true)
 		}
 	}
 	for _, t := range running {
 		// Reply before cancelling: a method that returns ctx.Err() at once must not decide the call's error.
-		t.reply(nil, err)
+		t.Answer(nil, err)
 		if t.Cancel != nil {
 			t.Cancel()
 		}
@@ -337,10 +269,10 @@ func (w *Worker) loop() {
 		}
 		for _, t := range batch {
 			// Abort may have failed the task already.
-			if !t.claimed.CompareAndSwap(false, true) {
+			if !t.Claim() {
 				continue
 			}
-			if w.conc {
+			if w.opts.Concurrent {
 				w.mu.Lock()
 				w.running[t] = struct{}{}
 				w.mu.Unlock()
@@ -361,7 +293,7 @@ func (w *Worker) loop() {
 // submitted urgent).
 func (w *Worker) exec(t *Task, held bool) {
 	// A task replied to before it started was cancelled; one without a context can only be skipped.
-	if t.replied.Load() {
+	if t.Replied() {
 		w.finish(t, nil, context.Canceled, held)
 		return
 	}
@@ -369,19 +301,22 @@ func (w *Worker) exec(t *Task, held bool) {
 		w.finish(t, nil, t.Ctx.Err(), held)
 		return
 	}
-	if rt, ok := t.Reply.(runTimer); ok {
+	if rt, ok := t.Reply.(RunTimer); ok {
 		start := time.Now()
-		res, err := w.Run(t)
-		rt.ran(start, time.Now())
+		res, err := t.Method.Run(w, t)
+		rt.Ran(start, time.Now())
 		w.finish(t, res, err, held)
 		return
 	}
-	res, err := w.Run(t)
+	res, err := t.Method.Run(w, t)
 	w.finish(t, res, err, held)
 }
 
+// Run runs t in the calling goroutine, outside the worker's queue: sync mode runs calls in the caller this way.
+func (w *Worker) Run(t *Task) (any, error) { return t.Method.Run(w, t) }
+
 func (w *Worker) finish(t *Task, res any, err error, held bool) {
-	if w.conc {
+	if w.opts.Concurrent {
 		w.mu.Lock()
 		delete(w.running, t)
 		w.mu.Unlock()
@@ -395,47 +330,5 @@ func (w *Worker) finish(t *Task, res any, err error, held bool) {
 	if held {
 		w.held.Add(-1)
 	}
-	t.reply(res, err)
-}
-
-// Invoke runs t's method on the worker's instance in the calling goroutine, outside the worker's queue; sync mode
-// uses it to run calls inline. A panic becomes a *PanicError.
-func (w *Worker) Invoke(ctx context.Context, t *Task) (res any, err error) {
-	m := t.Method
-	defer func() {
-		if r := recover(); r != nil {
-			res, err = nil, newPanicError(r)
-		}
-	}()
-	if m.hasCtx {
-		ctx = context.WithValue(ctx, envKey{}, &callEnv{worker: w, task: t})
-	}
-	if t.Args == nil && m.Exact(t.Values) {
-		return m.direct(w.inst.UnsafePointer(), ctx, t.Values)
-	}
-	// Most methods take few arguments: their call frame is built on the stack.
-	var buf [8]reflect.Value
-	args := buf[:0]
-	args = append(args, w.inst)
-	if m.hasCtx {
-		args = append(args, reflect.ValueOf(ctx))
-	}
-	if t.Args == nil {
-		var aerr error
-		if args, aerr = m.AppendArgs(args, t.Values); aerr != nil {
-			return nil, aerr
-		}
-	} else {
-		args = append(args, t.Args...)
-	}
-	out := m.fn.Call(args)
-	if m.hasErr {
-		if e := out[len(out)-1]; !e.IsNil() {
-			return nil, e.Interface().(error)
-		}
-	}
-	if m.hasResult {
-		return out[0].Interface(), nil
-	}
-	return nil, nil
+	t.Answer(res, err)
 }
