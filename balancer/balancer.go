@@ -29,8 +29,6 @@ type Balancer struct {
 	offset int
 	st     slotState
 	pol    policy
-	// The open run of PickRun: its slot and how many more calls it takes.
-	runSlot, runLeft int
 }
 
 // slotState is what every algorithm shares: the live set and the counters
@@ -127,52 +125,54 @@ func (b *Balancer) grow(n int) {
 // per-worker cap); a different limit rebuilds the eligibility structures once,
 // in O(n log n).
 func (b *Balancer) Pick(limit int) (slot int, ok bool) {
-	slot, _, ok = b.PickRun(limit, 1)
-	return slot, ok
-}
-
-// PickRun is Pick for calls that travel to their workers in batches: under RoundRobin and Random, the slot it picks
-// takes the next run calls, so that calls submitted one after the other reach one worker together instead of one
-// each to every worker. While that run is open, PickRun returns its slot again, as long as the slot is live and has
-// room (a new run starts otherwise); last reports the run's final call, when run > 1, so that the caller can send the
-// batch. Over many runs each slot still gets its share of calls, as it would one call at a time.
-//
-// A run's length is the run given at its start; a run of 1 or less, and Pick, close the open run. LeastActive and
-// LeastTotal choose by counts that every call changes, and ignore run: PickRun is Pick for them.
-func (b *Balancer) PickRun(limit, run int) (slot int, last, ok bool) {
-	limit = max(limit, 0)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := &b.st
 	if st.nLive == 0 {
-		return -1, false, false
+		return -1, false
 	}
-	if limit != st.limit {
-		st.limit = limit
+	b.setLimit(limit)
+	if slot, ok = b.pol.pick(); !ok {
+		return -1, false
+	}
+	b.record(slot)
+	return slot, true
+}
+
+// Take records the start of a call on a slot the caller chose, as Pick does for the slot it picks, when that slot
+// is live and its in-flight count is below limit (limit <= 0: no cap); it reports whether it did. A caller that
+// keeps several calls on one slot (calls meant to travel together, a session's calls) picks the first with Pick and
+// takes the slot again for the others.
+func (b *Balancer) Take(slot, limit int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := &b.st
+	if slot < 0 || slot >= len(st.live) || !st.live[slot] {
+		return false
+	}
+	b.setLimit(limit)
+	if !st.hasRoom(slot) {
+		return false
+	}
+	b.record(slot)
+	return true
+}
+
+// setLimit makes the eligibility structures reflect limit.
+func (b *Balancer) setLimit(limit int) {
+	if limit = max(limit, 0); limit != b.st.limit {
+		b.st.limit = limit
 		b.pol.rebuild()
 	}
-	if run <= 1 {
-		b.runLeft = 0
-	}
-	if b.runLeft > 0 && st.live[b.runSlot] && st.hasRoom(b.runSlot) {
-		slot = b.runSlot
-		b.runLeft--
-		last = b.runLeft == 0
-	} else {
-		if slot, ok = b.pol.pick(); !ok {
-			b.runLeft = 0
-			return -1, false, false
-		}
-		b.runSlot, b.runLeft = slot, 0
-		if run > 1 && (b.alg == RoundRobin || b.alg == Random) {
-			b.runLeft = run - 1
-		}
-	}
+}
+
+// record counts the start of a call on slot.
+func (b *Balancer) record(slot int) {
+	st := &b.st
 	st.active[slot]++
 	st.total[slot]++
 	st.dispatched++
 	b.pol.started(slot)
-	return slot, last, true
 }
 
 // NeedsDone reports whether Done affects which slot Pick(limit) selects. It does only for LeastActive and under a

@@ -46,17 +46,14 @@
 // uniformly at random among those with room. It keeps no per-worker history,
 // which suits stateless workers, on-demand pools and high-throughput pools.
 //
-// # Runs
+// # Keeping calls together
 //
-// [Balancer.PickRun] is Pick for calls that travel to workers in batches:
-// under RoundRobin and Random the slot it picks takes the next run calls
-// (fewer when the slot reaches the cap or leaves), and it reports the run's
-// last call, so that the caller can send the batch. With runs of 3 on 3
-// slots, RoundRobin hands out 0, 0, 0, 1, 1, 1, 2, 2, 2, 0, ...: every slot
-// still gets its share, in stretches. LeastActive and LeastTotal choose by
-// counts that each call changes and ignore run. The pool in package client
-// sizes runs from its calls in flight; a concurry pool has no batches and no
-// runs.
+// [Balancer.Take] records a call on a slot the caller chose instead of one
+// the algorithm picks, when that slot is live and has room: a caller that
+// wants several calls on one worker (calls that travel together in one
+// message, a session's calls) picks the first with Pick and takes the same
+// slot for the rest. The counts, the cap and the statistics treat taken calls
+// as picked ones.
 //
 // # Differences from concurry
 //

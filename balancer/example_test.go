@@ -21,18 +21,19 @@ func ExampleNew() {
 	// Output: 0 1 2 3 4 0 1
 }
 
-func ExampleBalancer_PickRun() {
-	// Calls to three workers that take batches: each worker gets a run of four, sent as one batch after its last call.
+func ExampleBalancer_Take() {
+	// Calls that go to their workers four at a time: the first of four is picked, the others take its slot.
 	b, _ := balancer.New(balancer.RoundRobin, 3, balancer.Options{})
-	for range 12 {
-		slot, last, _ := b.PickRun(0, 4)
-		fmt.Print(slot, " ")
-		if last {
-			fmt.Print("| ")
+	slot := -1
+	var slots []int
+	for i := range 12 {
+		if i%4 == 0 || !b.Take(slot, 0) {
+			slot, _ = b.Pick(0)
 		}
+		slots = append(slots, slot)
 	}
-	fmt.Println()
-	// Output: 0 0 0 0 | 1 1 1 1 | 2 2 2 2 |
+	fmt.Println(slots, b.Stats().TotalDispatched)
+	// Output: [0 0 0 0 1 1 1 1 2 2 2 2] 12
 }
 
 func ExampleBalancer_Pick() {

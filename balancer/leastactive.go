@@ -80,10 +80,10 @@ func (l *leastActive) pick() (int, bool) {
 }
 
 func (l *leastActive) started(slot int) {
-	c := l.st.active[slot] - 1 // the slot came from the min bucket
+	c := l.st.active[slot] - 1 // picked from the min bucket, or taken from any
 	l.unlink(slot, c)
 	l.push(slot, c+1)
-	if l.head[c] == none {
+	if c == l.min && l.head[c] == none {
 		l.min = c + 1
 	}
 }

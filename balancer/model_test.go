@@ -107,9 +107,14 @@ func (m *model) want() int {
 }
 
 func (m *model) picked(i int) {
+	m.cursor = i + 1
+	m.taken(i)
+}
+
+// taken records a call on i as a pick does, but leaves the round-robin cursor where it was.
+func (m *model) taken(i int) {
 	m.active[i]++
 	m.total[i]++
-	m.cursor = i + 1
 	switch m.alg {
 	case LeastActive:
 		m.stamp(i)
@@ -184,6 +189,17 @@ func TestMatchesModel(t *testing.T) {
 			dispatched := uint64(0)
 			for op := range 20000 {
 				switch r := rng.IntN(100); {
+				case r < 8:
+					s := rng.IntN(len(m.live)+2) - 1
+					want := s >= 0 && s < len(m.live) && m.eligible(s)
+					if got := b.Take(s, m.limit); got != want {
+						t.Fatalf("op %d: Take(%d, %d) = %t, want %t", op, s, m.limit, got, want)
+					}
+					if want {
+						m.taken(s)
+						inflight = append(inflight, s)
+						dispatched++
+					}
 				case r < 50:
 					// Mostly one cap, the way a pool uses it, with rare changes.
 					limit := m.limit

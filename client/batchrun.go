@@ -15,7 +15,7 @@ import (
 // A run is the pool's calls in flight shared among its workers (so that every worker keeps getting calls), less than
 // twice the calls its workers lately answered per reply message, and at most maxBatch. Slow calls, answered one at a
 // time, are thus still handed out one at a time, so a burst of them spreads evenly; short calls travel in batches
-// anyway (remoteHandle.publish), and as their replies grow, so do the runs, up to the pool's share.
+// anyway (remoteWorker.publish), and as their replies grow, so do the runs, up to the pool's share.
 type batchRuns struct {
 	// The most calls the pool has had in flight lately: the larger of the peaks of the current and of the previous
 	// span of peakSpan reply messages, so that it follows a pipeline's depth rather than the dips between its
@@ -92,11 +92,4 @@ func (r *batchRuns) replied(n int, now int64) {
 		d -= 7
 	}
 	r.perReply.Store(avg + d/8)
-}
-
-// replied records, for a pool whose calls go in runs, a reply message that answered n of its calls.
-func (p *Pool) replied(n int) {
-	if p != nil && p.runs != nil {
-		p.runs.replied(n, time.Now().UnixNano())
-	}
 }

@@ -16,7 +16,7 @@ func TestCorkedHandlesListedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop(context.Background())
-	be := p.be.(*remoteBackend)
+	tr := p.tr.(*remoteTransport)
 	var futs []*Future[int]
 	for range 20 {
 		for i := range 10 {
@@ -31,9 +31,9 @@ func TestCorkedHandlesListedOnce(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	be.corkMu.Lock()
-	listed := len(be.corked)
-	be.corkMu.Unlock()
+	tr.corks.mu.Lock()
+	listed := len(tr.corks.ws)
+	tr.corks.mu.Unlock()
 	if listed > 2 {
 		t.Fatalf("%d handles listed as held back, want at most the pool's 2", listed)
 	}

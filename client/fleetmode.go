@@ -57,9 +57,9 @@ func DiscoverAgents(ctx context.Context, nc *nats.Conn, prefix string) ([]fleet.
 }
 
 // planFleet places the pool's workers on the agents that can build its kind, most free capacity first.
-func (be *remoteBackend) planFleet(ctx context.Context) error {
-	p := be.pool
-	agents, err := DiscoverAgents(ctx, be.nc, p.opts.Prefix)
+func (t *remoteTransport) planFleet(ctx context.Context) error {
+	p := t.pool
+	agents, err := DiscoverAgents(ctx, t.nc, p.opts.Prefix)
 	if err != nil {
 		return err
 	}
@@ -75,15 +75,15 @@ func (be *remoteBackend) planFleet(ctx context.Context) error {
 	if want == 0 || free < want {
 		return fmt.Errorf("%w: the fleet's agents offer %d free workers of kind %s, want %d", ErrNoWorkers, free, p.name, want)
 	}
-	be.plan = make([]string, want)
-	for i := range be.plan {
+	t.plan = make([]string, want)
+	for i := range t.plan {
 		best := 0
 		for j := range agents {
 			if agents[j].Free > agents[best].Free {
 				best = j
 			}
 		}
-		be.plan[i] = agents[best].ID
+		t.plan[i] = agents[best].ID
 		agents[best].Free--
 	}
 	p.opts.MaxWorkers = want
@@ -92,13 +92,13 @@ func (be *remoteBackend) planFleet(ctx context.Context) error {
 
 // spawnOnAgent asks an agent to start the worker: the planned one for the pool's first workers, the agent with the
 // most free capacity for replacements and on-demand workers.
-func (be *remoteBackend) spawnOnAgent(ctx context.Context, index int, spec wire.WorkerSpec) (string, error) {
+func (t *remoteTransport) spawnOnAgent(ctx context.Context, index int, spec wire.WorkerSpec) (string, error) {
 	agent := ""
-	if be.plan != nil && index < len(be.plan) {
-		agent, be.plan[index] = be.plan[index], "" // a replacement at this index places itself afresh
+	if t.plan != nil && index < len(t.plan) {
+		agent, t.plan[index] = t.plan[index], "" // a replacement at this index places itself afresh
 	}
 	if agent == "" {
-		agents, err := DiscoverAgents(ctx, be.nc, be.pool.opts.Prefix)
+		agents, err := DiscoverAgents(ctx, t.nc, t.pool.opts.Prefix)
 		if err != nil {
 			return "", err
 		}
@@ -117,7 +117,7 @@ func (be *remoteBackend) spawnOnAgent(ctx context.Context, index int, spec wire.
 	if err != nil {
 		return "", fmt.Errorf("client: encode worker spec: %w", err)
 	}
-	reply, err := be.nc.RequestWithContext(ctx, be.subj.Spawn(agent), body)
+	reply, err := t.nc.RequestWithContext(ctx, t.subj.Spawn(agent), body)
 	if err != nil {
 		return "", fmt.Errorf("client: spawn %s on agent %s: %w", spec.Kind, agent, err)
 	}
@@ -151,18 +151,18 @@ func Attach(ctx context.Context, nc *nats.Conn, kind string, opts Options) (*Poo
 		return nil, fmt.Errorf("%w: standing workers were started with their own limits; Attach takes no Limits", ErrInvalidOptions)
 	}
 	p := newPool(nil, kind, opts)
-	be, err := newRemoteBackend(ctx, p, nil, true)
+	t, err := newRemoteTransport(ctx, p, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	p.be = be
-	beats, err := gather[wire.Heartbeat](ctx, nc, be.subj.KindDiscover(kind))
+	p.tr = t
+	beats, err := gather[wire.Heartbeat](ctx, nc, t.subj.KindDiscover(kind))
 	if err != nil {
-		be.shutdown()
+		t.shutdown()
 		return nil, err
 	}
 	for _, hb := range beats {
-		be.join(hb)
+		t.join(hb)
 	}
 	return p, nil
 }

@@ -47,7 +47,7 @@ type callExt struct {
 type remoteCall struct {
 	id       uint64                       // its call ID is the reply mux's id and this in base 36 (callID)
 	body     []byte                       // encoded arguments
-	rh       atomic.Pointer[remoteHandle] // the worker it was sent to
+	w        atomic.Pointer[remoteWorker] // the worker it was sent to
 	muxN     atomic.Uint64                // its reply mux entry while filed there, 0 once removed
 	deadline int64                        // sent as Fleet-Deadline: Unix nanoseconds, 0 for none
 	verr     *fleet.ValidationError       // retries: refused results so far
@@ -57,7 +57,7 @@ type remoteCall struct {
 	attempt  int32 // retries: attempts made
 	urgent   bool  // Broadcast: run at once, beside the worker's current call, on its control subject
 	decoded  bool  // raw has been decoded, under call.mu
-	endsRun  bool  // the last call of its worker's run (batchRuns): its batch leaves with it
+	endsRun  bool  // the last call of its worker's run (runs.go): what its worker holds back leaves with it
 }
 
 // deadlineHeader is the call's Fleet-Deadline value; "" for none.
@@ -81,12 +81,28 @@ var closedChan = func() chan struct{} {
 	return ch
 }()
 
+// remoteRecord is the record of a call to a worker in another process: its remote part comes in the same allocation.
+type remoteRecord[R any] struct {
+	f  Future[R]
+	rc remoteCall
+}
+
+// newFuture allocates a call's record.
+func newFuture[R any](p *Pool) *Future[R] {
+	if p.opts.Mode.local() {
+		return &Future[R]{}
+	}
+	r := &remoteRecord[R]{}
+	r.f.rc = &r.rc
+	return &r.f
+}
+
 // callID is the call's ID. A remote call's is made when asked for, which only cancels, progress events and calls
 // sent alone do.
 func (c *call) callID() string {
 	if c.rc != nil {
-		if h := c.rc.rh.Load(); h != nil { // stored after the ID
-			return string(h.be.mux.appendCallID(nil, c.rc.id))
+		if w := c.rc.w.Load(); w != nil { // stored after the ID
+			return string(w.t.mux.appendCallID(nil, c.rc.id))
 		}
 	}
 	return c.CallID
@@ -181,7 +197,7 @@ func (c *call) doneChan() <-chan struct{} {
 		}
 		return closedChan
 	}
-	c.uncork()
+	c.waitingFor()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.waited.Store(true)
@@ -198,18 +214,16 @@ func (c *call) doneChan() <-chan struct{} {
 // channel per call (a Done channel, once closed, cannot serve again).
 var waiters = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 
-// uncork sends the calls of the pool held back until a caller waits (remoteBackend.cork): this one is about to.
-func (c *call) uncork() {
+// waitingFor tells the call's pool that a caller is about to wait for it.
+func (c *call) waitingFor() {
 	if c.pool != nil {
-		if rb, ok := c.pool.be.(*remoteBackend); ok {
-			rb.uncork()
-		}
+		c.pool.waiting()
 	}
 }
 
 // wait blocks until the call is done.
 func (c *call) wait() {
-	c.uncork()
+	c.waitingFor()
 	c.mu.Lock()
 	c.waited.Store(true)
 	if c.isDone() {
@@ -235,7 +249,7 @@ func (c *call) wait() {
 
 // whenDone runs f once the call is done: at once if it already is.
 func (c *call) whenDone(f func()) {
-	c.uncork()
+	c.waitingFor()
 	c.mu.Lock()
 	c.waited.Store(true)
 	if c.isDone() {
@@ -323,7 +337,7 @@ func (c *call) cancel(cause error) bool {
 		return false
 	}
 	if c.pool != nil {
-		c.pool.cancelRemote(c)
+		c.pool.cancelled(c)
 	}
 	return true
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/natsfleet/natsfleet/fleet"
@@ -13,31 +14,41 @@ import (
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
-// localBackend hosts workers in this process: goroutines (Thread, Asyncio) or the caller itself (Sync).
-type localBackend struct {
+// localTransport hosts a pool's workers in this process: goroutines (Thread, Asyncio) or the caller itself (Sync).
+type localTransport struct {
 	pool *Pool
 	args []any
 	seq  atomic.Uint64 // makes worker IDs unique, replacements and on-demand workers included
+	// inline runs Sync calls in their callers one at a time.
+	inline sync.Mutex
 }
 
-type localHandle struct{ w *actor.Worker }
+// localWorker is an in-process worker; inline is set for a Sync worker, whose calls run in their callers.
+type localWorker struct {
+	w      *actor.Worker
+	inline *sync.Mutex
+}
 
-func (b *localBackend) start(_ context.Context, index int) (handle, error) {
-	p := b.pool
+func (t *localTransport) start(_ context.Context, index int) (worker, error) {
+	p := t.pool
 	w, err := actor.Registry.Start(p.name, actor.Options{
-		ID:         p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(b.seq.Add(1), 36),
+		ID:         p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(t.seq.Add(1), 36),
 		Index:      index,
 		Concurrent: p.opts.Mode == Asyncio,
 		Limits:     p.lims,
-	}, b.args)
+	}, t.args)
 	if err != nil {
 		return nil, err
 	}
-	return localHandle{w}, nil
+	lw := localWorker{w: w}
+	if p.opts.Mode == Sync {
+		lw.inline = &t.inline
+	}
+	return lw, nil
 }
 
-func (b *localBackend) prepare(c *call) error {
-	p := b.pool
+func (t *localTransport) prepare(c *call) error {
+	p := t.pool
 	m, err := actor.Registry.Method(p.name, c.method)
 	if err != nil {
 		return err
@@ -71,6 +82,17 @@ func (b *localBackend) prepare(c *call) error {
 	return nil
 }
 
+// run: in-process calls travel one by one.
+func (*localTransport) run(int64, int) (int, bool) { return 1, false }
+
+// waiting: no call is held back.
+func (*localTransport) waiting() {}
+
+// cancel: a cancelled call's context is cancelled when it completes; the worker needs no word.
+func (*localTransport) cancel(*call) {}
+
+func (*localTransport) close(context.Context) error { return nil }
+
 // decodeRawArgs decodes results of remote futures passed on to an in-process method into its parameter types.
 func decodeRawArgs(m actor.Method, args []any) ([]any, error) {
 	params := m.Params()
@@ -95,79 +117,51 @@ func decodeRawArgs(m actor.Method, args []any) ([]any, error) {
 	return out, nil
 }
 
-func (b *localBackend) close(context.Context) error { return nil }
+func (lw localWorker) id() string { return lw.w.ID() }
 
-func (h localHandle) id() string                     { return h.w.ID() }
-func (h localHandle) stop(ctx context.Context) error { return h.w.Stop(ctx) }
-func (h localHandle) stats() fleet.WorkerStats {
-	st := h.w.Stats()
-	return fleet.WorkerStats{ID: h.w.ID(), Index: h.w.Index(), Kind: h.w.Kind(), Calls: st.Calls, Errors: st.Errors,
-		InFlight: st.InFlight, Stopped: st.Stopped, PID: pid, Host: host}
+func (lw localWorker) send(c *call) {
+	lw.reportTo(c)
+	if lw.inline == nil {
+		lw.w.Submit(&c.Task)
+		return
+	}
+	lw.inline.Lock()
+	res, err := lw.w.Run(&c.Task)
+	lw.inline.Unlock()
+	c.complete(res, err)
+}
+
+func (lw localWorker) sendUrgent(c *call) {
+	lw.reportTo(c)
+	if lw.inline == nil {
+		lw.w.SubmitUrgent(&c.Task)
+		return
+	}
+	res, err := lw.w.Run(&c.Task)
+	c.complete(res, err)
+}
+
+// reportTo sends the progress events of c to its pool's sink. The worker is known only now, and only a pool that
+// shows progress pays for the closure.
+func (lw localWorker) reportTo(c *call) {
+	if sink := c.pool.sink; sink != nil {
+		c.Progress = func(ev wire.Progress) { sink(progressEvent(c, lw.w.ID(), ev)) }
+	}
+}
+
+// abort fails the calls with err before their contexts are cancelled, so a method returning ctx.Err() does not
+// decide the call's error.
+func (lw localWorker) abort(err error) { lw.w.Abort(err) }
+
+func (lw localWorker) stop(ctx context.Context) error { return lw.w.Stop(ctx) }
+
+func (lw localWorker) stats() fleet.WorkerStats {
+	st := lw.w.Stats()
+	return fleet.WorkerStats{ID: lw.w.ID(), Index: lw.w.Index(), Kind: lw.w.Kind(), Calls: st.Calls,
+		Errors: st.Errors, InFlight: st.InFlight, Stopped: st.Stopped, PID: pid, Host: host}
 }
 
 var (
 	pid     = os.Getpid()
 	host, _ = os.Hostname()
 )
-
-func (h localHandle) send(c *call) {
-	reportTo(c, h.w)
-	h.w.Submit(&c.Task)
-}
-
-// reportTo sends the progress events of c, run by w, to its pool's sink. The worker is known only now, and only a
-// pool that shows progress pays for the closure.
-func reportTo(c *call, w *actor.Worker) {
-	if sink := c.pool.sink; sink != nil {
-		c.Progress = func(ev wire.Progress) { sink(progressEvent(c, w.ID(), ev)) }
-	}
-}
-
-// runInline runs a Sync-mode call in the caller's goroutine; the future is done when Call returns.
-func (p *Pool) runInline(c *call) {
-	p.mu.Lock()
-	slot, ok := p.bal.Pick(0)
-	if !ok {
-		p.mu.Unlock()
-		c.complete(nil, fmt.Errorf("%w: %s", ErrNoWorkers, p.name))
-		return
-	}
-	c.slot = int32(slot)
-	w := p.slots[slot].(localHandle).w
-	p.mu.Unlock()
-	reportTo(c, w)
-	p.syncMu.Lock()
-	res, err := w.Run(&c.Task)
-	p.syncMu.Unlock()
-	c.complete(res, err)
-}
-
-// runOnDemand starts a worker for c alone, runs c on it and stops it.
-func (p *Pool) runOnDemand(c *call) {
-	defer p.onDemandWG.Done()
-	ctx, cancel := context.WithTimeout(p.ctx, p.opts.StartTimeout)
-	h, err := p.be.start(ctx, 0)
-	cancel()
-	if err == nil {
-		p.mu.Lock()
-		p.onDemand[h] = struct{}{}
-		p.onDemandTotal++
-		p.mu.Unlock()
-		h.send(c)
-		<-c.doneChan()
-		stopCtx, cancel := context.WithTimeout(context.Background(), p.opts.StartTimeout)
-		err = h.stop(stopCtx)
-		cancel()
-		if err != nil {
-			p.opts.Logger.Warn("client: stop on-demand worker", "worker", h.id(), "err", err)
-		}
-	} else {
-		c.complete(nil, fmt.Errorf("client: start on-demand worker of %s: %w", p.name, err))
-	}
-	p.mu.Lock()
-	delete(p.onDemand, h)
-	p.onDemandActive--
-	next := p.drainLocked(nil)
-	p.mu.Unlock()
-	p.dispatchAll(next)
-}

@@ -129,15 +129,15 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 	if tok == wire.ReplyBatchToken && msg.Header.Get(wire.HeaderBatch) != "" {
 		batch, err := wire.DecodeBatchReplies(m.batch[:0], msg.Data)
 		if err == nil {
-			var p *Pool
+			var last *call
 			for _, r := range batch {
 				if n, err := strconv.ParseUint(r.Token, 36, 64); err == nil {
 					if c := m.deliver(n, r.Status, codec.Msgpack, r.Body); c != nil {
-						p = c.pool
+						last = c
 					}
 				}
 			}
-			p.replied(len(batch))
+			repliedTo(last, len(batch))
 		} // else the calls it answered fail when their worker is found lost
 		clear(batch) // the bodies belong to the calls now
 		m.batch = batch[:0]
@@ -147,21 +147,23 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 	if err != nil {
 		return
 	}
-	status := msg.Header.Get(wire.HeaderStatus)
-	if status == "" && msg.Header.Get("Status") == "503" {
-		status = "503"
-	}
+	status, ct := wire.ReadReply(msg)
 	var cd codec.Codec
 	if status == wire.StatusOK || status == wire.StatusError {
-		if cd, err = codec.ForContentType(msg.Header.Get(wire.HeaderContentType)); err != nil {
+		if cd, err = codec.ForContentType(ct); err != nil {
 			if c := m.lookup(n, true); c != nil {
-				c.complete(nil, fmt.Errorf("client: reply to %s: %w", c.method, err))
+				c.rc.w.Load().fail(c, fmt.Errorf("client: reply to %s: %w", c.method, err))
 			}
 			return
 		}
 	}
-	if c := m.deliver(n, status, cd, msg.Data); c != nil {
-		c.pool.replied(1)
+	repliedTo(m.deliver(n, status, cd, msg.Data), 1)
+}
+
+// repliedTo tells the transport of c, the last call a reply message answered, that the message answered n calls.
+func repliedTo(c *call, n int) {
+	if c != nil {
+		c.rc.w.Load().t.replied(n)
 	}
 }
 
@@ -183,23 +185,24 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 	if c == nil {
 		return nil // cancelled, lost or timed out already
 	}
+	w := c.rc.w.Load()
 	switch status {
 	case wire.StatusOK:
 		if data == nil {
 			data = []byte{}
 		}
-		c.remoteReply(cd, data, nil)
+		w.replied(c, cd, data, nil)
 	case wire.StatusError:
 		var e wire.Error
 		if err := cd.Unmarshal(data, &e); err != nil {
-			c.complete(nil, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
+			w.fail(c, fmt.Errorf("client: error reply to %s unreadable: %w", c.method, err))
 			return c
 		}
-		c.remoteReply(cd, nil, actor.Registry.RemoteError(e))
-	case "503":
-		c.complete(nil, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, c.rc.rh.Load().wid))
+		w.replied(c, cd, nil, actor.Registry.RemoteError(e))
+	case wire.StatusNoResponders:
+		w.fail(c, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, w.wid))
 	default:
-		c.complete(nil, fmt.Errorf("client: reply to %s without %s header", c.method, wire.HeaderStatus))
+		w.fail(c, fmt.Errorf("client: reply to %s without %s header", c.method, wire.HeaderStatus))
 	}
 	return c
 }

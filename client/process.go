@@ -126,8 +126,8 @@ func startCmd(cmd *exec.Cmd) error {
 	return <-r.done
 }
 
-func (be *remoteBackend) spawnChild(spec wire.WorkerSpec) (*childProc, error) {
-	p := be.pool
+func (t *remoteTransport) spawnChild(spec wire.WorkerSpec) (*childProc, error) {
+	p := t.pool
 	bin := p.opts.WorkerBinary
 	if bin == "" {
 		exe, err := os.Executable()
@@ -141,7 +141,7 @@ func (be *remoteBackend) spawnChild(spec wire.WorkerSpec) (*childProc, error) {
 		return nil, err
 	}
 	bo := broker.OptionsFromEnv()
-	bo.URL = be.child.url
+	bo.URL = t.child.url
 	cmd := exec.Command(bin)
 	cmd.Env = append(append(os.Environ(), bo.Env()...), env...)
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set && p.opts.ChildMaxProcs > 0 {
@@ -174,11 +174,11 @@ func (be *remoteBackend) spawnChild(spec wire.WorkerSpec) (*childProc, error) {
 		cp.output.Wait()
 		cp.err = cmd.Wait()
 		close(cp.exited)
-		be.mu.Lock()
-		h := be.handles[spec.ID]
-		be.mu.Unlock()
-		if h != nil {
-			be.lose(h, "process exited: "+cp.exitErr().Error())
+		t.mu.Lock()
+		w := t.workers[spec.ID]
+		t.mu.Unlock()
+		if w != nil {
+			t.lose(w, "process exited: "+cp.exitErr().Error())
 		}
 	}()
 	return cp, nil

@@ -39,16 +39,16 @@ func (p *Pool) Stats() PoolStats {
 		TotalWorkers:   p.bal.Len(),
 		MaxWorkers:     p.opts.MaxWorkers,
 		OnDemand:       p.opts.OnDemand,
-		OnDemandActive: p.onDemandActive,
+		OnDemandActive: p.onDemand.active,
 		Stopped:        p.stopping.Load(),
 		Queued:         p.queue.len(),
 		Pending:        int(p.pending()),
 		LoadBalancer:   p.bal.Stats(),
-		Replaced:       p.unhealthy.Load(),
+		Replaced:       p.health.unhealthy.Load(),
 	}
 	if p.opts.OnDemand {
 		// On-demand workers never join the balancer's rotation; the pool counts their dispatches itself.
-		s.LoadBalancer.TotalDispatched = p.onDemandTotal
+		s.LoadBalancer.TotalDispatched = p.onDemand.total
 	}
 	if p.limit > 0 {
 		n := p.limit
@@ -62,7 +62,7 @@ func (p *Pool) Stats() PoolStats {
 func (p *Pool) WorkerStats(i int) (WorkerStats, error) {
 	p.mu.Lock()
 	// Worker i is the i-th live worker in slot order: slots of removed workers leave no holes in the numbering.
-	var h handle
+	var h worker
 	k := 0
 	for _, s := range p.slots {
 		if s == nil {
@@ -76,7 +76,7 @@ func (p *Pool) WorkerStats(i int) (WorkerStats, error) {
 	}
 	n := p.bal.Len()
 	var health *Health
-	if st := p.health[h]; st != nil {
+	if st := p.health.byWorker[h]; st != nil {
 		c := *st
 		health = &c
 	}
