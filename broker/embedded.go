@@ -41,6 +41,8 @@ type EmbeddedOptions struct {
 
 	// JetStream limits in bytes. Default 0: the server's defaults (a share of memory and disk).
 	JetStreamMaxMemory, JetStreamMaxStore int64
+	// MaxPayload is the largest message the server accepts, in bytes. Default 0: the server's 1 MiB.
+	MaxPayload int32
 
 	// Client authentication. Default: none, any client may connect. User/Password and NKeys may be combined;
 	// Token excludes both. Embedded.Connect authenticates in-process connections with User/Password or Token.
@@ -143,6 +145,7 @@ func (o EmbeddedOptions) serverOptions() (*server.Options, error) {
 		StoreDir:           o.StoreDir,
 		JetStreamMaxMemory: o.JetStreamMaxMemory,
 		JetStreamMaxStore:  o.JetStreamMaxStore,
+		MaxPayload:         o.MaxPayload,
 		Authorization:      o.Token,
 		NoLog:              true,
 		NoSigs:             true, // signals belong to the program that embeds the server

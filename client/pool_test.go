@@ -16,6 +16,7 @@ import (
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -24,21 +25,6 @@ func TestMain(m *testing.M) {
 }
 
 // checkFor polls cond until it holds or the deadline passes.
-func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newPool(t *testing.T, kind *fleet.Kind, opts client.Options, args ...any) *client.Pool {
 	t.Helper()
 	p, err := client.New(context.Background(), kind, opts, args...)
@@ -259,7 +245,7 @@ func TestLeastActiveAvoidsBusyWorker(t *testing.T) {
 	p := newPool(t, demo.SlowWorkerKind, client.Options{MaxWorkers: 3, LoadBalancing: balancer.LeastActive})
 	slow := client.Call[demo.Identity](p, "Process", time.Minute)
 	defer slow.Cancel()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		for i := range 3 {
 			if ws, _ := p.WorkerStats(i); ws.InFlight == 1 {
 				return nil
@@ -344,7 +330,7 @@ func TestMaxQueuedTasksQueuesInPool(t *testing.T) {
 	if perWorker[0] != 3 || perWorker[1] != 3 {
 		t.Fatalf("calls per worker = %v, want 3 and 3", perWorker)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if s := p.Stats(); s.Queued != 0 || s.Pending != 0 {
 			return fmt.Errorf("after completion queued %d pending %d, want 0", s.Queued, s.Pending)
 		}
@@ -368,7 +354,7 @@ func TestCancelQueuedCall(t *testing.T) {
 	}
 	result(t, first)
 	// The pool counts a call out just after its future resolves.
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if s := p.Stats(); s.Pending != 0 {
 			return fmt.Errorf("pending after cancel = %d, want 0", s.Pending)
 		}
@@ -431,7 +417,7 @@ func TestStopContextEndsFirst(t *testing.T) {
 	}
 	running := client.Call[demo.Identity](p, "Process", time.Hour)
 	queued := client.Call[demo.Identity](p, "Process", time.Hour)
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if ws, _ := p.WorkerStats(0); ws.InFlight != 1 {
 			return fmt.Errorf("in flight %d", ws.InFlight)
 		}

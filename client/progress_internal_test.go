@@ -4,34 +4,16 @@ import (
 	"bytes"
 	"context"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/natsfleet/natsfleet/examples/demo"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for the writes of several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // On an output that is not a terminal, progress is one line when a bar starts and one when it completes.
 func TestShowProgressWritesLinesOffTerminal(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	old := progressOutput
 	progressOutput = &out
 	defer func() { progressOutput = old }()

@@ -14,6 +14,7 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
@@ -66,11 +67,11 @@ func discoverAgents(t testing.TB, nc *nats.Conn, sub broker.Subjects, want int) 
 
 func TestAgentSpawn(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
-	cc := connect(t, s) // the client side
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
+	cc := testutil.Connect(t, s.ClientURL()) // the client side
 	a := startAgent(t, nc, fleet.AgentOptions{ID: "agent1", Capacity: 2, HeartbeatInterval: 100 * time.Millisecond})
-	startAgent(t, connect(t, s), fleet.AgentOptions{ID: "agent2", Capacity: -1})
+	startAgent(t, testutil.Connect(t, s.ClientURL()), fleet.AgentOptions{ID: "agent2", Capacity: -1})
 	sub := broker.Subjects{}
 
 	infos := discoverAgents(t, cc, sub, 2)
@@ -181,8 +182,8 @@ func TestAgentSpawn(t *testing.T) {
 
 func TestAgentStandingWorkers(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	a := startAgent(t, nc, fleet.AgentOptions{Prefix: "team", Capacity: 1})
 	sub := broker.Subjects{Prefix: "team"}
 	if err := a.Serve("DataProcessor", 3, 7); err != nil {
@@ -227,8 +228,8 @@ func TestAgentStandingWorkers(t *testing.T) {
 
 func TestAgentSpawnJSON(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	a := startAgent(t, nc, fleet.AgentOptions{Capacity: 1})
 	m := nats.NewMsg(broker.Subjects{}.Spawn(a.ID()))
 	m.Header.Set(wire.HeaderContentType, codec.ContentTypeJSON)

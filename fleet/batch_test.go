@@ -11,8 +11,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
@@ -127,8 +129,8 @@ func batchResult(t testing.TB, r wire.BatchReply, out any) error {
 // method look long) may be answered alone.
 func TestServeBatch(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warm := warmUp(t, nc, h, "Mark", "warm")
 	pa, pb := nc.NewInbox()+".", nc.NewInbox()+"."
@@ -197,8 +199,8 @@ func TestServeBatch(t *testing.T) {
 // serves the rest.
 func TestServeBatchRepliesInChunks(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Mark", "warm")
 	prefix := nc.NewInbox() + "."
@@ -229,8 +231,8 @@ func TestServeBatchRepliesInChunks(t *testing.T) {
 // A batch of calls that take a while is answered as it goes, every millisecond or so, not only once it is done.
 func TestServeBatchRepliesWithinWait(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Spin", 50)
 	prefix := nc.NewInbox() + "."
@@ -260,8 +262,8 @@ func TestServeBatchRepliesWithinWait(t *testing.T) {
 func TestServeBatchRepliesOverMaxPayload(t *testing.T) {
 	t.Parallel()
 	const maxPayload = 4096
-	s := startServer(t, maxPayload)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{MaxPayload: maxPayload})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Blob", 10)
 	prefix := nc.NewInbox() + "."
@@ -311,8 +313,8 @@ func TestServeBatchRepliesOverMaxPayload(t *testing.T) {
 // running when the batch has been served (handed to the worker's goroutine).
 func TestServeBatchRepliesAlone(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	gate, open := newGate(t)
 	prefix := nc.NewInbox() + "."
@@ -358,8 +360,8 @@ func TestServeBatchRepliesAlone(t *testing.T) {
 // A batch that cannot be read is dropped; the worker goes on serving.
 func TestServeBatchMalformed(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	for _, body := range [][]byte{nil, []byte{0x91, 0xc1}, mustMarshal(t, codec.Msgpack, "not a batch")} {
 		m := nats.NewMsg(subjects.Worker(h.ID()))

@@ -1,7 +1,6 @@
 package fleet_test
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -12,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
@@ -33,34 +32,16 @@ func TestChildEnv(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a child's stderr, written by exec's copying goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // child is this test binary re-executed as a process-mode worker.
 type child struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer // written by exec's copying goroutine, read by the test
 	exited chan struct{}
 	err    error // of Wait, once exited is closed
 }
 
-func startChild(t *testing.T, s *server.Server, spec wire.WorkerSpec) *child {
+func startChild(t *testing.T, s *broker.Embedded, spec wire.WorkerSpec) *child {
 	t.Helper()
 	env, err := wire.ChildEnv(spec)
 	if err != nil {
@@ -69,7 +50,7 @@ func startChild(t *testing.T, s *server.Server, spec wire.WorkerSpec) *child {
 	// -test.run=^$: should the child not become a worker, it runs no test either.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(append(os.Environ(), env...), broker.Options{URL: s.ClientURL()}.Env()...)
-	c := &child{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	c := &child{cmd: cmd, stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -175,8 +156,8 @@ func TestChildServes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, 0)
-			nc := connect(t, s)
+			s := testutil.StartServer(t, broker.EmbeddedOptions{})
+			nc := testutil.Connect(t, s.ClientURL())
 			id := "child-" + strings.ReplaceAll(tt.name, " ", "-")
 			hb := watchHeartbeats(t, nc, "DataProcessor", id)
 			c := startChild(t, s, wire.WorkerSpec{Kind: "DataProcessor", ID: id, Index: 4, Pool: "p",
@@ -201,8 +182,8 @@ func TestChildServes(t *testing.T) {
 // TestChildSignalDrains: a child told to stop by SIGTERM lets the call it runs finish and answers it.
 func TestChildSignalDrains(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	hb := watchHeartbeats(t, nc, "SlowWorker", "drained")
 	c := startChild(t, s, wire.WorkerSpec{Kind: "SlowWorker", ID: "drained"})
 	waitFor(t, 30*time.Second, "the child's first heartbeat", func() bool { return hb.count() > 0 })
@@ -231,8 +212,8 @@ func TestChildSignalDrains(t *testing.T) {
 
 func TestChildKilled(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	const interval = 50 * time.Millisecond
 	hb := watchHeartbeats(t, nc, "SlowWorker", "victim")
 	c := startChild(t, s, wire.WorkerSpec{Kind: "SlowWorker", ID: "victim", HeartbeatInterval: interval})
@@ -262,7 +243,7 @@ func TestChildKilled(t *testing.T) {
 
 func TestChildCannotStart(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
 	tests := []struct {
 		name string
 		spec wire.WorkerSpec

@@ -15,9 +15,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
 	"github.com/natsfleet/natsfleet/internal/actor"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
@@ -146,8 +148,8 @@ func byID(t testing.TB, rs *replies) map[string]error {
 
 func TestServeInlineKeepsOrder(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warm := warmUp(t, nc, h, "Mark", "warm")
 	inbox, rs := collect(t, nc)
@@ -187,8 +189,8 @@ func TestServeInlineKeepsOrder(t *testing.T) {
 
 func TestServeControlCall(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 	warmUp(t, nc, h, "Hold", "open")
 	gate, open := newGate(t)
@@ -255,8 +257,8 @@ func TestServeCancelWaitingCallWithoutContext(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, 0)
-			nc := connect(t, s)
+			s := testutil.StartServer(t, broker.EmbeddedOptions{})
+			nc := testutil.Connect(t, s.ClientURL())
 			h := serve(t, nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 			calls := int64(3)
 			if tt.inline {
@@ -318,8 +320,8 @@ func TestServeStopWithBufferedCalls(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, 0)
-			nc := connect(t, s)
+			s := testutil.StartServer(t, broker.EmbeddedOptions{})
+			nc := testutil.Connect(t, s.ClientURL())
 			h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "Gated"}, fleet.ServeOptions{})
 			if err != nil {
 				t.Fatal(err)

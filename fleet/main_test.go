@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
@@ -43,36 +42,6 @@ func (k *Kit) Block(ctx context.Context) error {
 }
 
 var _ = fleet.Register("Kit", NewKit)
-
-// startServer runs an embedded nats-server with JetStream on a random loopback port.
-func startServer(t testing.TB, maxPayload int32) *server.Server {
-	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true,
-		NoSigs: true, MaxPayload: maxPayload}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
-
-func connect(t testing.TB, s *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // serve serves spec on nc and stops it when the test ends.
 func serve(t testing.TB, nc *nats.Conn, spec wire.WorkerSpec, opts fleet.ServeOptions) *fleet.Hosted {

@@ -20,6 +20,7 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
@@ -98,8 +99,8 @@ func endpoint(t *testing.T, st micro.Stats, name string) *micro.EndpointStats {
 
 func TestServiceDiscovery(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	before := time.Now().UTC()
 	a := startAgent(t, nc, fleet.AgentOptions{ID: "agentA"})
 	if err := a.Serve("DataProcessor", 3, 10); err != nil {
@@ -257,7 +258,7 @@ func TestServiceDiscovery(t *testing.T) {
 	}
 
 	// Discovery never opens a second way in: the call subject has one subscription, the worker's.
-	sz, err := s.Subsz(&server.SubszOptions{Subscriptions: true, Test: subj})
+	sz, err := s.Server().Subsz(&server.SubszOptions{Subscriptions: true, Test: subj})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,8 +293,8 @@ func equalMaps(a, b map[string]string) bool {
 
 func TestServiceVersionAndNames(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	g := serve(t, nc, wire.WorkerSpec{Kind: "Gauge"}, fleet.ServeOptions{})
 	odd := serve(t, nc, wire.WorkerSpec{Kind: "odd:kind"}, fleet.ServeOptions{})
 
@@ -356,8 +357,8 @@ func TestSetVersionRejectsNonSemVer(t *testing.T) {
 
 func TestServeOnCall(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	var mu sync.Mutex
 	var recs []fleet.CallRecord
 	onCall := func(r fleet.CallRecord) {

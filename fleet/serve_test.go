@@ -20,6 +20,7 @@ import (
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 	"github.com/natsfleet/natsfleet/limits"
 )
@@ -28,8 +29,8 @@ var subjects = broker.Subjects{Prefix: broker.DefaultPrefix}
 
 func TestServeCalls(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "dp1", Args: args(t, 10)}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 
@@ -109,8 +110,8 @@ func mustMarshal(t testing.TB, c codec.Codec, v any) []byte {
 
 func TestServeNilResult(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
 	for _, tt := range []struct {
 		contentType, want string
@@ -127,8 +128,8 @@ func TestServeNilResult(t *testing.T) {
 
 func TestServeBadInput(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{MaxCallBytes: 1024})
 	subj := subjects.Worker(h.ID())
 
@@ -180,8 +181,8 @@ func TestServeBadInput(t *testing.T) {
 
 func TestServeResultTooLarge(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 4096)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{MaxPayload: 4096})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	var small string
@@ -197,8 +198,8 @@ func TestServeResultTooLarge(t *testing.T) {
 
 func TestServePanicAndErrors(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "RiskyWorker"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 
@@ -264,8 +265,8 @@ func (rs *replies) count() int {
 
 func TestServeActorOrder(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	w1 := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{})
 	w2 := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 100)}, fleet.ServeOptions{})
 	inbox, rs := collect(t, nc)
@@ -303,8 +304,8 @@ func TestServeActorOrder(t *testing.T) {
 
 func TestServeNoReplySubject(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(t, 10)}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	for _, m := range []*nats.Msg{callMsg(subj, "Process", "", args(t, 1)), callMsg(subj, "Explode", "", nil),
@@ -321,8 +322,8 @@ func TestServeNoReplySubject(t *testing.T) {
 
 func TestServeDeadline(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	tests := []struct {
@@ -364,8 +365,8 @@ func cancelCall(t testing.TB, nc *nats.Conn, id, callID string) {
 
 func TestServeCancel(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	inbox, rs := collect(t, nc)
@@ -407,8 +408,8 @@ func TestServeCancel(t *testing.T) {
 // TestServeCancelLatency bounds the time from a ControlCancel to the reply of a context-honouring method.
 func TestServeCancelLatency(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "Kit"}, fleet.ServeOptions{})
 	inbox, rs := collect(t, nc)
 	m := callMsg(subjects.Worker(h.ID()), "Block", "", nil)
@@ -453,8 +454,8 @@ func TestServeControlStop(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, 0)
-			nc := connect(t, s)
+			s := testutil.StartServer(t, broker.EmbeddedOptions{})
+			nc := testutil.Connect(t, s.ClientURL())
 			h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -518,8 +519,8 @@ func TestServeControlStop(t *testing.T) {
 
 func TestServeStatsAndPing(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "RiskyWorker", ID: "risky", Index: 3}, fleet.ServeOptions{})
 	subj := subjects.Worker(h.ID())
 	for _, v := range []int{1, 2, -1} {
@@ -548,8 +549,8 @@ func TestServeStatsAndPing(t *testing.T) {
 
 func TestServeHeartbeats(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	const interval = 50 * time.Millisecond
 	type beat struct {
 		at time.Time
@@ -638,8 +639,8 @@ func TestServeHeartbeats(t *testing.T) {
 
 func TestServeKindDiscover(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	a := serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "standing-a", Args: args(t, 1)}, fleet.ServeOptions{})
 	serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "standing-b", Args: args(t, 1)}, fleet.ServeOptions{})
 	serve(t, nc, wire.WorkerSpec{Kind: "DataProcessor", ID: "pooled", Pool: "p", Args: args(t, 1)}, fleet.ServeOptions{})
@@ -682,8 +683,8 @@ func TestServeKindDiscover(t *testing.T) {
 
 func TestServeProgress(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h := serve(t, nc, wire.WorkerSpec{Kind: "ProgressWorker"}, fleet.ServeOptions{})
 	inbox, rs := collect(t, nc)
 	m := callMsg(subjects.Worker(h.ID()), "ProcessItems", "", args(t, []int{1, 2, 3}, 20*time.Millisecond))
@@ -725,8 +726,8 @@ func TestServeProgress(t *testing.T) {
 
 func TestServeConstructorArgs(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	tests := []struct {
 		name    string
 		spec    wire.WorkerSpec
@@ -772,8 +773,8 @@ func TestServeConstructorArgs(t *testing.T) {
 
 func TestServeSharedLimits(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	ls, err := limits.MarshalLimits([]limits.Limit{limits.ResourceLimit{Key: "connections", Capacity: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -831,9 +832,9 @@ func rawResponder(b *testing.B, nc *nats.Conn) *nats.Msg {
 // (allocations include the requesting side, which both share); interleaved alternates them in one loop, so machine
 // noise hits both alike, and reports served/raw as "ratio".
 func BenchmarkServeRoundTrip(b *testing.B) {
-	s := startServer(b, 0)
-	wc := connect(b, s) // the worker's connection
-	cc := connect(b, s) // the caller's
+	s := testutil.StartServer(b, broker.EmbeddedOptions{})
+	wc := testutil.Connect(b, s.ClientURL()) // the worker's connection
+	cc := testutil.Connect(b, s.ClientURL()) // the caller's
 	h := serve(b, wc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	served := callMsg(subjects.Worker(h.ID()), "Process", "", args(b, 42))
 	served.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
@@ -885,8 +886,8 @@ func BenchmarkServeRoundTrip(b *testing.B) {
 // without the network: the handler runs in the benchmark's goroutine, as the call subscription would run it, and
 // the reply goes to a subject nobody listens on.
 func BenchmarkServeCall(b *testing.B) {
-	s := startServer(b, 0)
-	nc := connect(b, s)
+	s := testutil.StartServer(b, broker.EmbeddedOptions{})
+	nc := testutil.Connect(b, s.ClientURL())
 	h := serve(b, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	m := callMsg(subjects.Worker(h.ID()), "Process", "", args(b, 42))
 	m.Header.Set(wire.HeaderCallID, "0123456789abcdefghijkl")
@@ -909,8 +910,8 @@ func BenchmarkServeCall(b *testing.B) {
 // BenchmarkServeBatch is BenchmarkServeCall for a batch of 64 calls; figures are per call.
 func BenchmarkServeBatch(b *testing.B) {
 	const n = 64
-	s := startServer(b, 0)
-	nc := connect(b, s)
+	s := testutil.StartServer(b, broker.EmbeddedOptions{})
+	nc := testutil.Connect(b, s.ClientURL())
 	h := serve(b, nc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	if got := process(b, nc, subjects.Worker(h.ID()), 42); got != 420 {
 		b.Fatalf("Process(42) = %d", got)
@@ -937,9 +938,9 @@ func BenchmarkServeBatch(b *testing.B) {
 // the CPU time a call costs them all.
 func BenchmarkServePipelined(b *testing.B) {
 	const window = 64
-	s := startServer(b, 0)
-	wc := connect(b, s)
-	cc := connect(b, s)
+	s := testutil.StartServer(b, broker.EmbeddedOptions{})
+	wc := testutil.Connect(b, s.ClientURL())
+	cc := testutil.Connect(b, s.ClientURL())
 	h := serve(b, wc, wire.WorkerSpec{Kind: "DataProcessor", Args: args(b, 10)}, fleet.ServeOptions{})
 	rawReply := rawResponder(b, wc)
 
@@ -978,8 +979,8 @@ func BenchmarkServePipelined(b *testing.B) {
 
 func TestServeControlStopTwice(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, 0)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	h, err := fleet.Serve(nc, wire.WorkerSpec{Kind: "SlowWorker"}, fleet.ServeOptions{})
 	if err != nil {
 		t.Fatal(err)
