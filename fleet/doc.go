@@ -27,25 +27,27 @@
 // calling a rate-limited API); Progress(ctx, total, desc), a progress bar the caller sees as a terminal bar or
 // through a callback, rate-limited so a tight loop cannot flood NATS; and CallInfo(ctx), the worker's identity.
 //
-// # Serving over NATS
+// # Where workers run
 //
-// Worker hosts one instance and runs its calls one at a time in arrival order (concurrently with
-// WorkerOptions.Concurrent). Serve puts a Worker on NATS: calls on {prefix}.w.{id} with one subscription and no
-// queue group (the caller's balancer picks the worker), alone or in batches (HeaderBatch), control messages on
-// {prefix}.w.{id}.ctl (urgent calls, cancel, stop, stats, ping), heartbeats on {prefix}.hb.{kind}.{id}. A call of a
-// method that runs briefly runs in the subscription's own goroutine when the worker is idle, which spares a handoff
-// per call; longer ones go to the worker's goroutine, so the calls behind them stay cancellable. Bad input (a
-// malformed body, an unknown method, wrong argument types, an oversized payload) gets an error reply and never stops
-// the worker. StartAgent runs an agent that
-// starts workers for pools that ask ({prefix}.agent.{id}.spawn) within the capacity it offers, and standing workers
-// of a kind (Agent.Serve) that clients join with client.Attach. ServeIfChild turns a re-executed program into a
-// Process-mode worker.
+// Package client starts workers: in this process (thread, asyncio and sync pools), in child processes that re-run
+// the program (process pools: main calls ServeIfChild first), or on agents (fleet pools). An Agent hosts workers on
+// one NATS connection: it starts the workers fleet pools ask for, within the capacity it offers, and serves standing
+// workers of a kind (Agent.Serve) that clients join with client.Attach. A worker binary is an agent with the
+// program's kinds registered; package agent gives it cmd/worker's command line in three lines, and StartAgent
+// embeds an agent in a program of your own.
+//
+// A served worker takes calls on its own subject, alone or in batches, and control messages beside them (urgent
+// calls, cancel, stop, stats); it sends heartbeats that pools watch. A call of a method that runs briefly runs in the
+// goroutine that receives it when the worker is idle, which spares a handoff per call; longer ones go to the
+// worker's goroutine, so the calls behind them stay cancellable. Bad input (a malformed body, an unknown method,
+// wrong argument types, an oversized payload) gets an error reply and never stops the worker. The README describes
+// the protocol.
 //
 // RegisterError makes a sentinel error keep its identity across processes: the caller's errors.Is matches it.
 //
 // # Service discovery
 //
-// Every worker served with Serve, and so every worker an Agent hosts, is a NATS service as nats.go's micro package
+// Every worker an Agent or a process-mode child serves is a NATS service as nats.go's micro package
 // and the NATS CLI know them: `nats micro ls` lists the fleet's workers by kind, `nats micro info <kind>` shows a
 // worker's methods and `nats micro stats <kind>` their request counts, errors and processing times. The service name
 // is the kind's name, the service ID is the worker's ID, the version is DefaultServiceVersion unless the kind sets one
@@ -70,6 +72,7 @@
 // is answered with an error and counted by no endpoint. A kind or method whose name micro does not accept (anything
 // but ASCII letters, digits, '-' and '_') is left out of discovery; its calls work as before.
 //
-// ServeOptions.OnCall (and AgentOptions.OnCall) sees every answered call as a CallRecord, which is how cmd/worker
-// feeds its Prometheus metrics without this package depending on a metrics library.
+// AgentOptions.OnCall sees every answered call as a CallRecord, and Agent.Workers reports the workers' load and
+// limits, which is how package agent feeds its Prometheus metrics without this package depending on a metrics
+// library.
 package fleet
