@@ -1,98 +1,41 @@
-package main
+package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
+	_ "github.com/natsfleet/natsfleet/examples/demo" // the kinds the tests serve, as cmd/worker does
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
-// envRunMain makes the re-executed test binary run main, so tests can drive the real command in a process.
-const envRunMain = "NATSFLEET_TEST_WORKER_MAIN"
+// envRunMain makes the re-executed test binary run Main, so tests can drive the real command in a process.
+const envRunMain = "NATSFLEET_TEST_AGENT_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envRunMain) == "1" {
-		main()
+		Main() // serves as a process-mode child too (fleet.ServeIfChild), and exits
 	}
 	goleak.VerifyTestMain(m)
 }
 
 var subjects = broker.Subjects{}
-
-func startServer(t *testing.T) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
-
-func connect(t *testing.T, s *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
-// syncBuffer is written by the command and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // gather sends one request to subject and decodes every reply that arrives until want have.
 func gather[T any](t *testing.T, nc *nats.Conn, subject string, want int) []T {
@@ -140,17 +83,22 @@ var readyLine = regexp.MustCompile(`^worker: agent (\S+) serving on nats://127\.
 
 func TestRun(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"--nats", s.ClientURL(), "--id", "a1", "--capacity", "3", "--heartbeat", "100ms",
+		exit <- Run(ctx, []string{"--nats", s.ClientURL(), "--id", "a1", "--capacity", "3", "--heartbeat", "100ms",
 			"--serve", "DataProcessor=2,SlowWorker=1", "--args", "DataProcessor=[10]"}, stdout, stderr)
 	}()
-	waitFor(t, 10*time.Second, "the ready line", func() bool { return readyLine.MatchString(stdout.String()) })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !readyLine.MatchString(stdout.String()) {
+			return fmt.Errorf("no ready line in stdout %q; stderr:\n%s", stdout, stderr)
+		}
+		return nil
+	})
 	if id := readyLine.FindStringSubmatch(stdout.String())[1]; id != "a1" {
 		t.Errorf("ready line names agent %q", id)
 	}
@@ -175,7 +123,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 
-	// A call still running when the agent is told to stop is answered before run returns.
+	// A call still running when the agent is told to stop is answered before Run returns.
 	m := nats.NewMsg(subjects.Worker(slow))
 	m.Header.Set(wire.HeaderMethod, "Process")
 	m.Data = mustArgs(t, 300*time.Millisecond)
@@ -192,9 +140,11 @@ func TestRun(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the slow call to run", func() bool {
-		hbs := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)
-		return hbs[0].InFlight == 1
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if hb := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)[0]; hb.InFlight != 1 {
+			return fmt.Errorf("slow call not running: worker has %d in flight, want 1", hb.InFlight)
+		}
+		return nil
 	})
 	cancel()
 	select {
@@ -203,7 +153,7 @@ func TestRun(t *testing.T) {
 			t.Fatalf("exit code %d; stderr:\n%s", code, stderr)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
+		t.Fatal("Run did not return after its context ended")
 	}
 	r, err := replies.NextMsg(time.Second)
 	if err != nil || r.Header.Get(wire.HeaderStatus) != wire.StatusOK {
@@ -253,8 +203,8 @@ func TestRunUsage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			stdout, stderr := &syncBuffer{}, &syncBuffer{}
-			if code := run(context.Background(), tt.argv, stdout, stderr); code != tt.code {
+			stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
+			if code := Run(context.Background(), tt.argv, stdout, stderr); code != tt.code {
 				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.code, stderr)
 			}
 			if !strings.Contains(stderr.String(), tt.want) {
@@ -270,7 +220,7 @@ func TestRunUsage(t *testing.T) {
 // process runs the real command, as a process, with argv and extra environment.
 func process(t *testing.T, env []string, argv ...string) (*exec.Cmd, *bufio.Reader, io.WriteCloser, chan error) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], argv...) // main runs before the test flags are parsed
+	cmd := exec.Command(os.Args[0], argv...) // Main runs before the test flags are parsed
 	cmd.Env = append(append(os.Environ(), envRunMain+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -311,8 +261,8 @@ func TestBinaryStopsOnSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t)
-			nc := connect(t, s)
+			s := testutil.StartServer(t, broker.EmbeddedOptions{})
+			nc := testutil.Connect(t, s.ClientURL())
 			cmd, stdout, _, exited := process(t, nil, "--nats", s.ClientURL(), "--serve", "DataProcessor=1",
 				"--args", "[3]")
 			line, err := stdout.ReadString('\n')
@@ -336,8 +286,8 @@ func TestBinaryStopsOnSignal(t *testing.T) {
 // TestBinaryAsChild: the command is also a process-mode worker binary.
 func TestBinaryAsChild(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	hbs, err := nc.SubscribeSync(subjects.Heartbeat("DataProcessor", "child1"))
 	if err != nil {
 		t.Fatal(err)
