@@ -2,30 +2,23 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/natsfleet/natsfleet/broker"
-	"github.com/natsfleet/natsfleet/codec"
-	"github.com/natsfleet/natsfleet/fleet"
-	"github.com/natsfleet/natsfleet/internal/wire"
+	"github.com/natsfleet/natsfleet/client"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
-// envRunMain makes the re-executed test binary run main, so tests can drive the real command in a process.
+// envRunMain makes the re-executed test binary run main. The test itself imports no kinds, so what the command
+// serves comes from main.go's imports alone.
 const envRunMain = "NATSFLEET_TEST_WORKER_MAIN"
 
 func TestMain(m *testing.M) {
@@ -35,249 +28,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-var subjects = broker.Subjects{}
-
-func startServer(t *testing.T) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
-
-func connect(t *testing.T, s *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
-// syncBuffer is written by the command and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// gather sends one request to subject and decodes every reply that arrives until want have.
-func gather[T any](t *testing.T, nc *nats.Conn, subject string, want int) []T {
-	t.Helper()
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		t.Fatal(err)
-	}
-	var out []T
-	for len(out) < want {
-		m, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatalf("%d of %d replies on %s: %v", len(out), want, subject, err)
-		}
-		var v T
-		if err := codec.Msgpack.Unmarshal(m.Data, &v); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	return out
-}
-
-func call(t *testing.T, nc *nats.Conn, worker, method string, body []byte) *nats.Msg {
-	t.Helper()
-	m := nats.NewMsg(subjects.Worker(worker))
-	m.Header.Set(wire.HeaderMethod, method)
-	m.Data = body
-	r, err := nc.RequestMsg(m, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := r.Header.Get(wire.HeaderStatus); st != wire.StatusOK {
-		t.Fatalf("%s.%s: status %s, body %q", worker, method, st, r.Data)
-	}
-	return r
-}
-
-var readyLine = regexp.MustCompile(`^worker: agent (\S+) serving on nats://127\.0\.0\.1:\d+\n`)
-
-func TestRun(t *testing.T) {
-	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run(ctx, []string{"--nats", s.ClientURL(), "--id", "a1", "--capacity", "3", "--heartbeat", "100ms",
-			"--serve", "DataProcessor=2,SlowWorker=1", "--args", "DataProcessor=[10]"}, stdout, stderr)
-	}()
-	waitFor(t, 10*time.Second, "the ready line", func() bool { return readyLine.MatchString(stdout.String()) })
-	if id := readyLine.FindStringSubmatch(stdout.String())[1]; id != "a1" {
-		t.Errorf("ready line names agent %q", id)
-	}
-
-	infos := gather[fleet.AgentInfo](t, nc, subjects.AgentDiscover(), 1)
-	if infos[0].ID != "a1" || infos[0].Capacity != 3 || infos[0].Free != 3 || infos[0].Workers != 3 {
-		t.Errorf("agent info %+v", infos[0])
-	}
-	var workers []string
-	for _, hb := range gather[wire.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 2) {
-		if hb.Agent != "a1" || hb.Interval != 100*time.Millisecond {
-			t.Errorf("heartbeat %+v", hb)
-		}
-		workers = append(workers, hb.WorkerID)
-	}
-	slow := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)[0].WorkerID
-	for _, w := range workers {
-		var out int
-		if err := codec.Msgpack.Unmarshal(call(t, nc, w, "Process", mustArgs(t, 42)).Data, &out); err != nil ||
-			out != 420 {
-			t.Errorf("worker %s: Process(42) = %d, %v", w, out, err)
-		}
-	}
-
-	// A call still running when the agent is told to stop is answered before run returns.
-	m := nats.NewMsg(subjects.Worker(slow))
-	m.Header.Set(wire.HeaderMethod, "Process")
-	m.Data = mustArgs(t, 300*time.Millisecond)
-	inbox := nc.NewRespInbox()
-	replies, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer replies.Unsubscribe()
-	m.Reply = inbox
-	if err := nc.PublishMsg(m); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "the slow call to run", func() bool {
-		hbs := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("SlowWorker"), 1)
-		return hbs[0].InFlight == 1
-	})
-	cancel()
-	select {
-	case code := <-exit:
-		if code != 0 {
-			t.Fatalf("exit code %d; stderr:\n%s", code, stderr)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
-	}
-	r, err := replies.NextMsg(time.Second)
-	if err != nil || r.Header.Get(wire.HeaderStatus) != wire.StatusOK {
-		t.Fatalf("slow call: %v %v", r, err)
-	}
-	if _, err := nc.Request(subjects.Worker(workers[0]), nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
-		t.Errorf("call after the agent stopped: %v, want no responders", err)
-	}
-}
-
-func mustArgs(t *testing.T, args ...any) []byte {
-	t.Helper()
-	b, err := codec.Msgpack.AppendArgs(nil, args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func TestRunUsage(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		argv []string
-		code int
-		want string // in stderr
-	}{
-		{"help", []string{"-h"}, 0, "-serve"},
-		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
-		{"stray argument", []string{"extra"}, 2, "unexpected arguments"},
-		{"serve without count", []string{"--serve", "DataProcessor"}, 2, "want Kind=N"},
-		{"serve zero", []string{"--serve", "DataProcessor=0"}, 2, "positive"},
-		{"unknown kind", []string{"--serve", "Nope=1"}, 2, "fleet: unknown kind"},
-		{"missing arguments", []string{"--serve", "DataProcessor=1"}, 2, "constructor takes (int)"},
-		{"arguments of the wrong type", []string{"--serve", "DataProcessor=1", "--args", `["x"]`}, 2, "bad argument 0"},
-		{"arguments for a kind without them", []string{"--serve", "SlowWorker=1", "--args", "[1]"}, 2,
-			"constructor takes no arguments"},
-		{"arguments without serve", []string{"--args", "[1]"}, 2, "no --serve given"},
-		{"arguments for a kind not served", []string{"--serve", "SlowWorker=1", "--args", "Kit=[1]"}, 2,
-			"--serve does not name"},
-		{"bad arguments flag", []string{"--args", "x"}, 2, "want a JSON array"},
-		{"bad heartbeat", []string{"--heartbeat", "0s"}, 2, "must be positive"},
-		{"cannot connect", []string{"--nats", "nats://127.0.0.1:1"}, 1, "broker: connect"},
-		{"bad credentials option", []string{"--nats", "nats://127.0.0.1:1", "--user", "u", "--token", "t"}, 1,
-			"at most one"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			stdout, stderr := &syncBuffer{}, &syncBuffer{}
-			if code := run(context.Background(), tt.argv, stdout, stderr); code != tt.code {
-				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.code, stderr)
-			}
-			if !strings.Contains(stderr.String(), tt.want) {
-				t.Errorf("stderr %q does not say %q", stderr, tt.want)
-			}
-			if stdout.String() != "" {
-				t.Errorf("stdout %q", stdout)
-			}
-		})
-	}
-}
-
-// process runs the real command, as a process, with argv and extra environment.
-func process(t *testing.T, env []string, argv ...string) (*exec.Cmd, *bufio.Reader, io.WriteCloser, chan error) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], argv...) // main runs before the test flags are parsed
-	cmd.Env = append(append(os.Environ(), envRunMain+"=1"), env...)
+// The command is package agent's Main with the demo kinds: it serves one of them, from another process, and exits 0
+// on SIGTERM. Package agent's tests cover the flags, the run loop and the metrics.
+func TestServesDemoKinds(t *testing.T) {
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
+	cmd := exec.Command(os.Args[0], "--nats", s.ClientURL(), "--serve", "DataProcessor=1", "--args", "[3]")
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,11 +49,30 @@ func process(t *testing.T, env []string, argv ...string) (*exec.Cmd, *bufio.Read
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	return cmd, bufio.NewReader(out), in, exited
-}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "worker: agent ") || !strings.Contains(line, " serving on nats://") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
 
-func waitExit(t *testing.T, exited chan error) {
-	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := client.Attach(ctx, nc, "DataProcessor", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pool.Stats().TotalWorkers; n != 1 {
+		t.Errorf("attached to %d DataProcessor workers, want 1", n)
+	}
+	if v, err := client.Call[int](pool, "Process", 5).Result(ctx); err != nil || v != 15 {
+		t.Errorf("Process(5) = %d, %v; want 15", v, err)
+	}
+	if err := pool.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -302,65 +80,6 @@ func waitExit(t *testing.T, exited chan error) {
 		}
 		exited <- nil // for the cleanup
 	case <-time.After(15 * time.Second):
-		t.Fatal("worker still running")
+		t.Fatal("worker still running 15s after SIGTERM")
 	}
-}
-
-func TestBinaryStopsOnSignal(t *testing.T) {
-	t.Parallel()
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		t.Run(sig.String(), func(t *testing.T) {
-			t.Parallel()
-			s := startServer(t)
-			nc := connect(t, s)
-			cmd, stdout, _, exited := process(t, nil, "--nats", s.ClientURL(), "--serve", "DataProcessor=1",
-				"--args", "[3]")
-			line, err := stdout.ReadString('\n')
-			if err != nil || !readyLine.MatchString(line) {
-				t.Fatalf("first line %q, %v", line, err)
-			}
-			w := gather[wire.Heartbeat](t, nc, subjects.KindDiscover("DataProcessor"), 1)[0].WorkerID
-			var out int
-			if err := codec.Msgpack.Unmarshal(call(t, nc, w, "Process", mustArgs(t, 5)).Data, &out); err != nil ||
-				out != 15 {
-				t.Errorf("Process(5) = %d, %v", out, err)
-			}
-			if err := cmd.Process.Signal(sig); err != nil {
-				t.Fatal(err)
-			}
-			waitExit(t, exited)
-		})
-	}
-}
-
-// TestBinaryAsChild: the command is also a process-mode worker binary.
-func TestBinaryAsChild(t *testing.T) {
-	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
-	hbs, err := nc.SubscribeSync(subjects.Heartbeat("DataProcessor", "child1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hbs.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	env, err := wire.ChildEnv(wire.WorkerSpec{Kind: "DataProcessor", ID: "child1", Args: mustArgs(t, 7)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, stdin, exited := process(t, append(env, broker.Options{URL: s.ClientURL()}.Env()...))
-	if _, err := hbs.NextMsg(30 * time.Second); err != nil {
-		t.Fatalf("no heartbeat from the child: %v", err)
-	}
-	var out int
-	if err := codec.Msgpack.Unmarshal(call(t, nc, "child1", "Process", mustArgs(t, 6)).Data, &out); err != nil ||
-		out != 42 {
-		t.Errorf("Process(6) = %d, %v", out, err)
-	}
-	if err := stdin.Close(); err != nil {
-		t.Fatal(err)
-	}
-	waitExit(t, exited)
 }

@@ -1,8 +1,9 @@
-package main
+package agent
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -16,8 +17,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/codec"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 	"github.com/natsfleet/natsfleet/internal/wire"
 	"github.com/natsfleet/natsfleet/limits"
 )
@@ -106,18 +109,23 @@ func value(fams map[string]*dto.MetricFamily, name string, labels ...string) flo
 
 func TestRunMetrics(t *testing.T) {
 	t.Parallel()
-	s := startServer(t)
-	nc := connect(t, s)
+	s := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, s.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"--nats", s.ClientURL(), "--id", "m1", "--capacity", "2", "--serve",
+		exit <- Run(ctx, []string{"--nats", s.ClientURL(), "--id", "m1", "--capacity", "2", "--serve",
 			"DataProcessor=2,RiskyWorker=1", "--args", "DataProcessor=[10]", "--metrics", "127.0.0.1:0"}, stdout,
 			stderr)
 	}()
-	waitFor(t, 10*time.Second, "the metrics line", func() bool { return metricsLine.MatchString(stdout.String()) })
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !metricsLine.MatchString(stdout.String()) {
+			return fmt.Errorf("no metrics line in stdout %q; stderr:\n%s", stdout, stderr)
+		}
+		return nil
+	})
 	url := metricsLine.FindStringSubmatch(stdout.String())[1]
 
 	var dp []string
@@ -182,8 +190,11 @@ func TestRunMetrics(t *testing.T) {
 	if err := nc.PublishMsg(held); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the held call in flight", func() bool {
-		return value(scrape(t, url), "natsfleet_worker_in_flight", "kind", "SlowWorker", "worker", slow) == 1
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if v := value(scrape(t, url), "natsfleet_worker_in_flight", "kind", "SlowWorker", "worker", slow); v != 1 {
+			return fmt.Errorf("held call: in flight %v, want 1", v)
+		}
+		return nil
 	})
 
 	fams := scrape(t, url)
@@ -256,7 +267,7 @@ func TestRunMetrics(t *testing.T) {
 			t.Fatalf("exit code %d; stderr:\n%s", code, stderr)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
+		t.Fatal("Run did not return after its context ended")
 	}
 	if resp, err := http.Get(url); err == nil {
 		resp.Body.Close()
@@ -274,9 +285,9 @@ func TestRunMetricsBadAddress(t *testing.T) {
 	for _, addr := range []string{taken.Addr().String(), "no-port", "127.0.0.1:99999"} {
 		t.Run(addr, func(t *testing.T) {
 			t.Parallel()
-			stdout, stderr := &syncBuffer{}, &syncBuffer{}
+			stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 			// The listener comes before the connection: no server is needed to fail.
-			if code := run(context.Background(), []string{"--nats", "nats://127.0.0.1:1", "--metrics", addr}, stdout,
+			if code := Run(context.Background(), []string{"--nats", "nats://127.0.0.1:1", "--metrics", addr}, stdout,
 				stderr); code != 1 {
 				t.Errorf("exit code %d, want 1; stderr:\n%s", code, stderr)
 			}
