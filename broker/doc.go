@@ -36,6 +36,7 @@
 //	{prefix}.agent.discover             every agent answers (scatter-gather)
 //	{prefix}.hb.{kind}.{workerID}       heartbeats
 //	{prefix}.kind.{kind}.discover       the standing workers of a kind answer
+//	{prefix}.pool.{poolID}.alive        a pool's keepalive, which its workers' leases follow
 //
 // IDs and kind names become subject tokens; ValidToken tells whether a string can be one.
 package broker

@@ -49,6 +49,10 @@ func (s Subjects) Heartbeats(kind string) string {
 	return s.p() + ".hb." + kind + ".*"
 }
 
+// PoolKeepalive is the subject a pool says it is alive on, every heartbeat interval, so that the workers it started
+// stop when it is gone: {prefix}.pool.{poolID}.alive.
+func (s Subjects) PoolKeepalive(poolID string) string { return s.p() + ".pool." + poolID + ".alive" }
+
 // KindDiscover is the subject the standing workers of a kind answer: {prefix}.kind.{kind}.discover.
 func (s Subjects) KindDiscover(kind string) string { return s.p() + ".kind." + kind + ".discover" }
 

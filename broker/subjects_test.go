@@ -20,6 +20,8 @@ func TestSubjects(t *testing.T) {
 		{def.Heartbeats("DataProcessor"), "fleet.hb.DataProcessor.*"},
 		{def.Heartbeats(""), "fleet.hb.*.*"},
 		{def.KindDiscover("DataProcessor"), "fleet.kind.DataProcessor.discover"},
+		{def.PoolKeepalive("P1"), "fleet.pool.P1.alive"},
+		{custom.PoolKeepalive("P1"), "acme.prod.pool.P1.alive"},
 		{custom.Worker("W1"), "acme.prod.w.W1"},
 		{custom.Control("W1"), "acme.prod.w.W1.ctl"},
 		{custom.Spawn("A7"), "acme.prod.agent.A7.spawn"},

@@ -53,11 +53,13 @@ type remoteCall struct {
 	verr     *fleet.ValidationError       // retries: refused results so far
 	raw      []byte                       // the result, decoded lazily into the future's type (a *T in call.val)
 	codec    codec.Codec
-	decErr   error // why raw did not decode
-	attempt  int32 // retries: attempts made
-	urgent   bool  // Broadcast: run at once, beside the worker's current call, on its control subject
-	decoded  bool  // raw has been decoded, under call.mu
-	endsRun  bool  // the last call of its worker's run (runs.go): what its worker holds back leaves with it
+	decErr   error        // why raw did not decode
+	attempt  int32        // retries: attempts made
+	sentAt   atomic.Int64 // Unix nanoseconds of its first publication; 0 while it waits in the outbox
+	urgent   bool         // Broadcast: run at once, beside the worker's current call, on its control subject
+	resend   bool         // sent again after a reconcile found the worker never received it (wire.HeaderResend)
+	decoded  bool         // raw has been decoded, under call.mu
+	endsRun  bool         // the last call of its worker's run (runs.go): what its worker holds back leaves with it
 }
 
 // deadlineHeader is the call's Fleet-Deadline value; "" for none.

@@ -93,6 +93,9 @@ func (*localTransport) cancel(*call) {}
 
 func (*localTransport) close(context.Context) error { return nil }
 
+// report: in-process workers are never lost or reconciled.
+func (*localTransport) report(*PoolStats) {}
+
 // decodeRawArgs decodes results of remote futures passed on to an in-process method into its parameter types.
 func decodeRawArgs(m actor.Method, args []any) ([]any, error) {
 	params := m.Params()

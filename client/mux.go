@@ -27,7 +27,8 @@ type replyMux struct {
 	shards [muxShards]muxShard
 	refs   int // guarded by muxes
 	// batch holds the entries of the reply batch being delivered; only the subscription's goroutine touches it.
-	batch []wire.BatchReply
+	batch  []wire.BatchReply
+	fences fences
 }
 
 const muxShards = 64
@@ -103,6 +104,15 @@ func (m *replyMux) register(c *call) uint64 {
 	return n
 }
 
+// filed returns the counter c's reply subject ends with: the one it is filed under, or a new one. A call sent again
+// (a reconcile found it never arrived) keeps its entry, so a late reply to its first copy still finds it.
+func (m *replyMux) filed(c *call) uint64 {
+	if n := c.rc.muxN.Load(); n != 0 {
+		return n
+	}
+	return m.register(c)
+}
+
 func (m *replyMux) lookup(n uint64, remove bool) *call {
 	s := &m.shards[n%muxShards]
 	s.mu.Lock()
@@ -126,6 +136,10 @@ func (m *replyMux) forget(c *call) {
 
 func (m *replyMux) onReply(msg *nats.Msg) {
 	tok := msg.Subject[len(m.prefix):]
+	if tok == wire.FenceToken {
+		m.answerFence(msg)
+		return
+	}
 	if tok == wire.ReplyBatchToken && msg.Header.Get(wire.HeaderBatch) != "" {
 		batch, err := wire.DecodeBatchReplies(m.batch[:0], msg.Data)
 		if err == nil {

@@ -125,6 +125,9 @@ var (
 	ErrNoWorkers = errors.New("client: pool has no workers")
 	// ErrWorkerLost: the worker died with the call in flight.
 	ErrWorkerLost = errors.New("client: worker lost")
+	// ErrConnectionLost: the pool's connection to NATS stayed down too long, or came back but the worker no longer
+	// knew the call's outcome; the call may have run.
+	ErrConnectionLost = errors.New("client: connection lost")
 	// ErrResultType: the method's result cannot be read as the future's type.
 	ErrResultType = errors.New("client: result type mismatch")
 )

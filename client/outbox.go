@@ -31,6 +31,7 @@ type remoteWorker struct {
 	ready    chan struct{}
 	readyOne sync.Once
 	beat     atomic.Pointer[wire.Heartbeat]
+	rec      reconcileState
 
 	mu       sync.Mutex
 	inflight map[*call]struct{} // sent and not answered
@@ -309,15 +310,17 @@ func (w *remoteWorker) publishBatch(calls []*call) {
 	}
 	body := buf[:5]
 	n := 0
+	now := time.Now().UnixNano()
 	for _, c := range calls {
 		if c.settled() {
 			continue
 		}
+		c.rc.sentAt.CompareAndSwap(0, now)
 		// The ID and reply subject are written from buffers on the stack: strings of their own would cost two
 		// allocations per call, and the entry's encoding copies them anyway.
 		var idBuf, replyBuf [64]byte
 		id := mux.appendCallID(idBuf[:0], c.rc.id)
-		reply := mux.appendReply(replyBuf[:0], mux.register(c))
+		reply := mux.appendReply(replyBuf[:0], mux.filed(c))
 		e := wire.BatchCall{ID: unsafe.String(unsafe.SliceData(id), len(id)), Method: c.method,
 			Reply: unsafe.String(unsafe.SliceData(reply), len(reply)), Args: c.rc.body}
 		e.Deadline = c.rc.deadlineHeader()
@@ -361,7 +364,8 @@ func (w *remoteWorker) publishBatch(calls []*call) {
 // publishOne sends c in a message of its own.
 func (w *remoteWorker) publishOne(c *call) {
 	mux := w.t.mux
-	n := mux.register(c)
+	n := mux.filed(c)
+	c.rc.sentAt.CompareAndSwap(0, time.Now().UnixNano())
 	o := wire.GetOut(w.subject)
 	o.Msg.Reply, o.Msg.Data = string(mux.appendReply(nil, n)), c.rc.body
 	o.Set(wire.FieldCallID, c.callID())
@@ -373,6 +377,9 @@ func (w *remoteWorker) publishOne(c *call) {
 	}
 	if c.rc.deadline != 0 {
 		o.Set(wire.FieldDeadline, c.rc.deadlineHeader())
+	}
+	if c.rc.resend {
+		o.Set(wire.FieldResend, "1")
 	}
 	err := w.t.nc.PublishMsg(&o.Msg)
 	o.Put()

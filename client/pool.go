@@ -7,6 +7,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nuid"
 
@@ -163,10 +164,11 @@ func (p *Pool) startWorkers(ctx context.Context) error {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { ws[i], errs[i] = p.tr.start(ctx, i) })
+		wg.Go(func() { ws[i], errs[i] = p.startWorker(ctx, i) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		p.cancel() // ends what the transport still runs for the pool
 		for _, w := range ws {
 			if w != nil {
 				_ = w.stop(context.Background())
@@ -178,6 +180,27 @@ func (p *Pool) startWorkers(ctx context.Context) error {
 	}
 	p.admitAll(ws)
 	return nil
+}
+
+// startAttempts bounds the tries to start each of a new pool's workers: a worker whose constructor fails, or whose
+// process dies as it starts, is tried a few times, never in a loop.
+const startAttempts = 3
+
+// startWorker starts worker i, trying again after a short backoff when it fails.
+func (p *Pool) startWorker(ctx context.Context, i int) (worker, error) {
+	wait := replaceBackoff
+	for attempt := 1; ; attempt++ {
+		w, err := p.tr.start(ctx, i)
+		if err == nil || attempt == startAttempts || ctx.Err() != nil {
+			return w, err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, err
+		}
+		wait *= 3
+	}
 }
 
 // Call calls method on one of the pool's workers with args and returns its future at once. The future's value is

@@ -48,6 +48,12 @@ type remoteTransport struct {
 	repl     sync.WaitGroup
 
 	corks corks // outboxes held back until a caller waits (outbox.go)
+
+	downSince    int64 // Unix nanoseconds the connection went down, 0 while up; the monitor's alone
+	replacing    atomic.Int32
+	lastStartErr atomic.Value // string: why the last start of a replacement failed
+	reconciled   atomic.Int64 // reconciles done
+	resent       atomic.Int64 // calls sent again after a reconcile
 }
 
 func newRemoteTransport(ctx context.Context, p *Pool, args []any, attach bool) (*remoteTransport, error) {
@@ -237,6 +243,14 @@ func (t *remoteTransport) replied(n int) {
 	if t.pool.runs.on {
 		t.runs.replied(n, time.Now().UnixNano())
 	}
+}
+
+func (t *remoteTransport) report(s *PoolStats) {
+	s.Replacing = int(t.replacing.Load())
+	if err, ok := t.lastStartErr.Load().(string); ok && s.Replacing > 0 {
+		s.StartError = err
+	}
+	s.Reconciles, s.Resent = t.reconciled.Load(), t.resent.Load()
 }
 
 func (t *remoteTransport) close(context.Context) error {

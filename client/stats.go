@@ -9,17 +9,25 @@ import (
 
 // PoolStats describe a pool. Their JSON form has concurry's keys.
 type PoolStats struct {
-	Mode           Mode           `json:"mode"`
-	TotalWorkers   int            `json:"total_workers"`
-	MaxWorkers     int            `json:"max_workers"`
-	OnDemand       bool           `json:"on_demand"`
-	OnDemandActive int            `json:"on_demand_active"`
-	Stopped        bool           `json:"stopped"`
-	MaxQueuedTasks *int           `json:"max_queued_tasks"`   // null when calls are never held back
-	Queued         int            `json:"queued"`             // calls waiting in the pool's queue
-	Pending        int            `json:"pending"`            // calls accepted and not yet completed
-	Replaced       int64          `json:"replaced_unhealthy"` // workers replaced after failing health checks
-	LoadBalancer   balancer.Stats `json:"load_balancer"`
+	Mode           Mode  `json:"mode"`
+	TotalWorkers   int   `json:"total_workers"`
+	MaxWorkers     int   `json:"max_workers"`
+	OnDemand       bool  `json:"on_demand"`
+	OnDemandActive int   `json:"on_demand_active"`
+	Stopped        bool  `json:"stopped"`
+	MaxQueuedTasks *int  `json:"max_queued_tasks"`   // null when calls are never held back
+	Queued         int   `json:"queued"`             // calls waiting in the pool's queue
+	Pending        int   `json:"pending"`            // calls accepted and not yet completed
+	Replaced       int64 `json:"replaced_unhealthy"` // workers replaced after failing health checks
+	// Replacing counts the lost workers whose replacements have not started yet, and StartError says why the last
+	// attempt failed while any are pending.
+	Replacing  int    `json:"replacing"`
+	StartError string `json:"start_error,omitempty"`
+	// Reconciles counts the times the pool checked its calls with a worker after a connection loss or an overdue
+	// reply, and Resent the calls it sent again because the worker had never received them.
+	Reconciles   int64          `json:"reconciles"`
+	Resent       int64          `json:"resent"`
+	LoadBalancer balancer.Stats `json:"load_balancer"`
 }
 
 // WorkerStats describe one worker of a pool.
@@ -54,6 +62,7 @@ func (p *Pool) Stats() PoolStats {
 		n := p.limit
 		s.MaxQueuedTasks = &n
 	}
+	p.tr.report(&s)
 	return s
 }
 

@@ -26,6 +26,8 @@ type transport interface {
 	cancel(c *call)
 	// close releases what the transport holds once the pool's workers have stopped.
 	close(ctx context.Context) error
+	// report adds the transport's own figures to the pool's stats.
+	report(s *PoolStats)
 }
 
 // worker is the pool's end of one worker, wherever it runs. Its methods never block on the worker, but stop.

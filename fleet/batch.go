@@ -59,7 +59,6 @@ type replyBatch struct {
 	mu      sync.Mutex
 	isOpen  bool
 	entries []pendingReply
-	bodies  []byte // the entries' msgpack bodies, one after the other
 
 	// flush's, the subscription goroutine's alone
 	out  []wire.BatchReply
@@ -68,10 +67,11 @@ type replyBatch struct {
 	body []byte
 }
 
-// pendingReply is a gathered reply; its subject is prefix+token.
+// pendingReply is a gathered reply; its subject is prefix+token, and its body is the copy the worker's outcomes keep,
+// which nothing overwrites.
 type pendingReply struct {
 	prefix, token, status string
-	start, end            int // of its body in replyBatch.bodies
+	body                  []byte
 }
 
 const (
@@ -84,8 +84,8 @@ const (
 	// and subject, and an entry's msgpack framing (a map of three one-letter keys and the string and binary headers).
 	replyBatchOverhead = 256
 	replyEntryOverhead = 24
-	// maxKeptBodies keeps one batch of huge results from pinning its buffer for good.
-	maxKeptBodies = 1 << 20
+	// maxKeptBody keeps one batch of huge results from pinning its buffer for good.
+	maxKeptBody = 1 << 20
 )
 
 func (b *replyBatch) open() {
@@ -96,7 +96,7 @@ func (b *replyBatch) open() {
 
 // add gathers a reply to subject, when a batch is open and the subject has the form {prefix}{token} that reply batches
 // need (the prefix ending with a '.'). It reports whether it did; the caller publishes the reply alone otherwise.
-func (b *replyBatch) add(subject string, res any, err error) bool {
+func (b *replyBatch) add(subject, status string, body []byte) bool {
 	i := strings.LastIndexByte(subject, '.')
 	if i < 0 || i == len(subject)-1 {
 		return false
@@ -106,23 +106,7 @@ func (b *replyBatch) add(subject string, res any, err error) bool {
 	if !b.isOpen {
 		return false
 	}
-	start := len(b.bodies)
-	status := wire.StatusOK
-	if err == nil {
-		var eerr error
-		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies, res); eerr != nil {
-			err = eerr
-		}
-	}
-	if err != nil {
-		status = wire.StatusError
-		var eerr error
-		if b.bodies, eerr = codec.Msgpack.AppendMarshal(b.bodies[:start], encodeError(err)); eerr != nil {
-			return false // the reply alone reports why
-		}
-	}
-	b.entries = append(b.entries, pendingReply{prefix: subject[:i+1], token: subject[i+1:], status: status,
-		start: start, end: len(b.bodies)})
+	b.entries = append(b.entries, pendingReply{prefix: subject[:i+1], token: subject[i+1:], status: status, body: body})
 	return true
 }
 
@@ -132,9 +116,9 @@ func (b *replyBatch) add(subject string, res any, err error) bool {
 func (b *replyBatch) flush(h *hosted) {
 	b.mu.Lock()
 	b.isOpen = false
-	entries, bodies := b.entries, b.bodies
+	entries := b.entries
 	b.mu.Unlock()
-	// Until this goroutine opens the next batch, no one else touches entries or bodies.
+	// Until this goroutine opens the next batch, no one else touches entries.
 	limit := int(h.nc.MaxPayload()) - replyBatchOverhead
 	for first := range entries {
 		prefix := entries[first].prefix
@@ -147,7 +131,7 @@ func (b *replyBatch) flush(h *hosted) {
 			if e.prefix != prefix {
 				continue
 			}
-			status, body := e.status, bodies[e.start:e.end]
+			status, body := e.status, e.body
 			esize := len(e.token) + len(status) + len(body) + replyEntryOverhead
 			if esize > limit {
 				var err error
@@ -173,11 +157,8 @@ func (b *replyBatch) flush(h *hosted) {
 		b.out = out[:0]
 	}
 	clear(entries)
-	if cap(bodies) > maxKeptBodies {
-		bodies = nil
-	}
 	b.mu.Lock()
-	b.entries, b.bodies = entries[:0], bodies[:0]
+	b.entries = entries[:0]
 	b.mu.Unlock()
 }
 
@@ -198,7 +179,7 @@ func (b *replyBatch) publish(h *hosted, prefix string, replies []wire.BatchReply
 		h.log.Warn("fleet: reply batch", "worker", h.spec.ID, "subject", b.msg.Subject, "err", err)
 	}
 	b.msg.Data = nil
-	if cap(b.body) > maxKeptBodies {
+	if cap(b.body) > maxKeptBody {
 		b.body = nil
 	}
 }

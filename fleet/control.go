@@ -48,9 +48,12 @@ func (h *hosted) onControl(m *nats.Msg) {
 		h.respond(m, c, h.stats(), wire.StatusOK)
 	case wire.ControlPing:
 		h.respond(m, c, nil, wire.StatusOK)
+	case wire.ControlReconcile:
+		h.reconcile(m, c)
 	default:
-		h.respond(m, c, encodeError(fmt.Errorf("%w: unknown %s %q (want %s, %s, %s, %s or %s)", ErrMalformed,
-			wire.HeaderControl, op, wire.ControlCall, wire.ControlCancel, wire.ControlStop, wire.ControlStats, wire.ControlPing)), wire.StatusError)
+		h.respond(m, c, encodeError(fmt.Errorf("%w: unknown %s %q (want %s, %s, %s, %s, %s or %s)", ErrMalformed,
+			wire.HeaderControl, op, wire.ControlCall, wire.ControlCancel, wire.ControlStop, wire.ControlStats,
+			wire.ControlPing, wire.ControlReconcile)), wire.StatusError)
 	}
 }
 

@@ -58,7 +58,7 @@ func (c *call) Reply(_ *actor.Task, res any, err error) {
 		}
 		return
 	}
-	h.answer(c.inbox, c.CallID, c.trace, c.codec, c.batched, res, err)
+	h.answer(c.start.UnixNano(), c.inbox, c.CallID, c.trace, c.codec, c.batched, res, err)
 }
 
 // Ran learns the method's pace from a run.
@@ -83,8 +83,14 @@ func (c *call) fail(err error) {
 }
 
 func (c *call) progress(p wire.Progress) {
-	o := c.h.replyMsg(c.inbox, c.CallID, c.trace, c.codec, wire.StatusProgress)
+	o := wire.GetOut(c.inbox)
 	defer o.Put()
+	o.Set(wire.FieldCallID, c.CallID)
+	o.Set(wire.FieldStatus, wire.StatusProgress)
+	o.Set(wire.FieldContentType, c.codec.ContentType())
+	if c.trace != "" {
+		o.Set(wire.FieldTraceparent, c.trace)
+	}
 	var err error
 	if o.Msg.Data, err = c.codec.AppendMarshal(o.Buf[:0], p); err == nil {
 		o.Buf = o.Msg.Data
@@ -101,6 +107,9 @@ func (h *hosted) onCall(m *nats.Msg) {
 	in := wire.ReadCall(m)
 	if in.Batch {
 		h.onBatch(m, start)
+		return
+	}
+	if h.duplicate(&in) {
 		return
 	}
 	if c := h.accept(&in, start); c != nil {
@@ -143,6 +152,9 @@ func (h *hosted) dispatch(c *call, urgent bool) {
 func (h *hosted) onUrgentCall(m *nats.Msg) {
 	start := time.Now()
 	in := wire.ReadCall(m)
+	if h.duplicate(&in) {
+		return
+	}
 	c := h.accept(&in, start)
 	if c == nil {
 		return
@@ -237,5 +249,5 @@ func (h *hosted) reject(in *wire.Call, start time.Time, m *method, cd codec.Code
 		h.log.Debug("fleet: bad call without reply subject", "worker", h.spec.ID, "err", err)
 		return
 	}
-	h.answer(in.Reply, in.ID, in.Trace, cd, in.Batched, nil, err)
+	h.answer(start.UnixNano(), in.Reply, in.ID, in.Trace, cd, in.Batched, nil, err)
 }

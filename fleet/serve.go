@@ -22,6 +22,9 @@ import (
 // DefaultHeartbeatInterval is the heartbeat interval of a worker whose pool or agent sets none.
 const DefaultHeartbeatInterval = time.Second
 
+// defaultLeaseBeats is a spawned worker's lease in heartbeat intervals when its spec sets none.
+const defaultLeaseBeats = 10
+
 // flushTimeout bounds the wait for the server to confirm a new worker's or agent's subscriptions.
 const flushTimeout = 5 * time.Second
 
@@ -80,6 +83,13 @@ type hosted struct {
 	// The call batch being served, the subscription goroutine's alone, and the replies gathered meanwhile (batch.go).
 	batch   []wire.BatchCall
 	replies replyBatch
+	// outcomes are the replies sent lately, kept for callers that lost some (outcomes.go, reconcile.go).
+	outcomes outcomes
+	// The worker's connection (conn.go), when its heartbeat goroutine last ticked, and whether it suspects its
+	// callers declared it lost while it was away (fence.go).
+	watch    *connWatch
+	lastTick atomic.Int64
+	fence    fence
 
 	stopping atomic.Bool
 	stopErr  error
@@ -115,6 +125,9 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	if spec.HeartbeatInterval <= 0 {
 		spec.HeartbeatInterval = DefaultHeartbeatInterval
 	}
+	if spec.Lease <= 0 && spec.Pool != "" {
+		spec.Lease = defaultLeaseBeats * spec.HeartbeatInterval
+	}
 	args, err := decodeConstructorArgs(k, spec.Args)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: serve: %w", err)
@@ -132,7 +145,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-	wopts := actor.Options{ID: spec.ID, Index: spec.Index, Concurrent: spec.Concurrent}
+	wopts := actor.Options{ID: spec.ID, Index: spec.Index, Concurrent: spec.Concurrent, Gate: h.gate}
 	if len(spec.Limits) > 0 {
 		ls, err := limits.UnmarshalLimits(spec.Limits)
 		if err != nil {
@@ -156,8 +169,15 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	for _, m := range k.methods {
 		h.pace[m] = newPace()
 	}
-	if err := h.subscribe(); err != nil {
+	h.lastTick.Store(time.Now().UnixNano())
+	h.watch = watchConn(h)
+	err = h.subscribe()
+	if err == nil && spec.Pool != "" {
+		err = h.watch.follow(h, h.subjects.PoolKeepalive(spec.Pool), spec.Lease)
+	}
+	if err != nil {
 		h.unsubscribe()
+		h.watch.unwatch(h)
 		_ = h.w.Stop(context.Background()) // nothing was submitted: returns at once
 		h.closeSet()
 		return nil, fmt.Errorf("fleet: serve: worker %s: %w", spec.ID, err)
@@ -220,9 +240,9 @@ func (h *hosted) Done() <-chan struct{} { return h.done }
 // Heartbeat is what the worker's next heartbeat would say.
 func (h *hosted) Heartbeat() wire.Heartbeat {
 	st := h.w.Stats()
-	return wire.Heartbeat{WorkerID: h.spec.ID, Kind: h.spec.Kind, Agent: h.agent, Pool: h.spec.Pool, Index: h.spec.Index,
-		InFlight: st.InFlight, Calls: st.Calls, Interval: h.spec.HeartbeatInterval, Stopping: h.stopping.Load(),
-		Batches: true}
+	return wire.Heartbeat{WorkerID: h.spec.ID, Kind: h.spec.Kind, Agent: h.agent, Pool: h.spec.Pool,
+		Index: h.spec.Index, InFlight: st.InFlight, Calls: st.Calls, Interval: h.spec.HeartbeatInterval,
+		Stopping: h.stopping.Load(), Batches: true, Conn: h.watch.gen.Load()}
 }
 
 // Stop stops serving: the worker leaves its subject (calls already received still run), the calls it holds finish,
@@ -273,6 +293,7 @@ func (h *hosted) stop(ctx context.Context, stopped func(error)) error {
 	<-h.hbDone
 	_ = h.ctlSub.Unsubscribe()
 	h.unsubscribeService()
+	h.watch.unwatch(h)
 	h.closeSet()
 	h.stopErr = err
 	if stopped != nil {
@@ -292,8 +313,15 @@ func (h *hosted) heartbeats() {
 	defer t.Stop()
 	for {
 		select {
-		case <-t.C:
+		case now := <-t.C:
+			// A tick far later than its interval means the process did not run meanwhile.
+			if now.Sub(time.Unix(0, h.lastTick.Load())) > h.suspectFor() {
+				h.suspect("its heartbeats stalled")
+			}
+			h.lastTick.Store(now.UnixNano())
 			h.beat()
+			h.endSuspicion(now)
+			h.outcomes.prune(now)
 		case <-h.hbStop:
 			return
 		}

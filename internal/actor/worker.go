@@ -20,6 +20,10 @@ type Options struct {
 	Limits     limits.Provider // limits the worker's methods see through fleet.Limits; default none
 	// Stopped is the error calls submitted to a stopping worker fail with (fleet.ErrWorkerStopped, wrapped).
 	Stopped error
+	// Gate, when set, is asked before each call starts; a call it returns an error for fails with it, unrun. A
+	// served worker that was frozen or cut off checks with its callers there that they still count on it. It may
+	// block. Default nil: every call starts.
+	Gate func(t *Task) error
 }
 
 // Worker hosts one instance of a kind and runs the calls submitted to it: one at a time in arrival order (actor
@@ -300,6 +304,12 @@ func (w *Worker) exec(t *Task, held bool) {
 	if t.Ctx != nil && t.Ctx.Err() != nil {
 		w.finish(t, nil, t.Ctx.Err(), held)
 		return
+	}
+	if w.opts.Gate != nil {
+		if err := w.opts.Gate(t); err != nil {
+			w.finish(t, nil, err, held)
+			return
+		}
 	}
 	if rt, ok := t.Reply.(RunTimer); ok {
 		start := time.Now()

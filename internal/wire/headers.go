@@ -19,6 +19,9 @@ const (
 	HeaderAbort       = "Fleet-Abort"  // "1" on a ControlStop: cancel the worker's calls first
 	HeaderUrgent      = "Fleet-Urgent" // any value on a call: run it beside the running call
 	HeaderBatch       = "Fleet-Batch"  // on a call or reply batch: the number of entries
+	// HeaderResend marks a call sent again because a reconcile found the worker had no record of it: the worker runs
+	// it only if it still has none (the first copy may have been delayed, not lost).
+	HeaderResend = "Fleet-Resend"
 )
 
 // Values of HeaderStatus.
@@ -47,7 +50,31 @@ const (
 	ControlStats = "stats"
 	// ControlPing is replied with an empty body: the worker is alive and serving.
 	ControlPing = "ping"
+	// ControlReconcile asks what became of calls the caller has no reply for: the body is a msgpack array of call
+	// IDs, the reply an array of CallState, one per ID. The worker sends the outcomes it kept again, on the calls'
+	// reply subjects.
+	ControlReconcile = "reconcile"
 )
+
+// CallState is what a worker knows of a call, in the reply to ControlReconcile.
+type CallState uint8
+
+const (
+	// CallUnknown: the worker never received the call; sending it again (with HeaderResend) is safe.
+	CallUnknown CallState = iota
+	// CallPending: the call is queued or running; its reply will come.
+	CallPending
+	// CallDone: the call ran and its outcome was sent again.
+	CallDone
+	// CallExpired: the worker may have run the call but no longer keeps its outcome.
+	CallExpired
+)
+
+// FenceToken replaces the last token of a caller's reply subjects to form the subject a worker asks on whether the
+// caller still counts on it (body: the worker's ID; reply: msgpack true or false). A worker asks after it was frozen
+// or cut off for longer than its heartbeats allow, before it starts any call it holds from that caller: a caller
+// that declared the worker lost has failed those calls, and they must not run.
+const FenceToken = "_f"
 
 // Call is what a call says: a call message's headers and body, or an entry of a call batch.
 type Call struct {
@@ -55,6 +82,7 @@ type Call struct {
 	Reply                                    string // the reply subject; "" drops the outcome
 	Body                                     []byte // the arguments array
 	Urgent                                   bool
+	Resend                                   bool // sent again after a reconcile (HeaderResend)
 	Batch                                    bool // the message is a call batch: Body holds BatchCall entries
 	Batched                                  bool // the call came in a batch, so its reply may go in a reply batch
 }
@@ -81,6 +109,8 @@ func ReadCall(m *nats.Msg) Call {
 			c.Urgent = v[0] != ""
 		case HeaderBatch:
 			c.Batch = true
+		case HeaderResend:
+			c.Resend = v[0] != ""
 		}
 	}
 	return c

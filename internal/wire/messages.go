@@ -37,6 +37,9 @@ type Heartbeat struct {
 	Stopping bool          `msgpack:"stopping,omitempty" json:"stopping,omitempty"`
 	// Batches says the worker takes call batches; callers send batches only to workers that do.
 	Batches bool `msgpack:"batches,omitempty" json:"batches,omitempty"`
+	// Conn counts the times the worker's connection came back after it dropped: messages to and from the worker
+	// may have been lost each time, and its callers reconcile their calls with it.
+	Conn uint32 `msgpack:"conn,omitempty" json:"conn,omitempty"`
 }
 
 // WorkerSpec says how to build one worker: the body of a spawn request to an agent
@@ -58,6 +61,9 @@ type WorkerSpec struct {
 	// Prefix is the subject prefix; "" means "fleet".
 	Prefix            string        `msgpack:"prefix,omitempty" json:"prefix,omitempty"`
 	HeartbeatInterval time.Duration `msgpack:"heartbeat,omitempty" json:"heartbeat,omitempty"`
+	// Lease is how long the worker goes on without hearing its pool's keepalive (counted while its own connection
+	// is up) before it stops and exits; 0 means ten heartbeat intervals. Standing workers have none.
+	Lease time.Duration `msgpack:"lease,omitempty" json:"lease,omitempty"`
 }
 
 // SpawnReply answers a spawn request: the worker's ID once it serves, or why it does not.
