@@ -202,6 +202,11 @@ func (p *Pool) accept(c *call, counted bool) {
 		p.reject(c, ErrPoolStopped)
 		return
 	}
+	p.route(c)
+}
+
+// route dispatches an accepted call, or queues it when no worker has room.
+func (p *Pool) route(c *call) {
 	if p.direct {
 		slot, ok := p.pick(c, 0)
 		if !ok {
@@ -307,6 +312,25 @@ func (p *Pool) dispatchAll(ds []dispatchable) {
 	for _, d := range ds {
 		p.dispatch(d.w, d.c)
 	}
+}
+
+// failover sends a call whose worker was lost to another worker: the pool counts it as accepted all along, frees
+// its slot on the lost worker and routes it afresh.
+func (p *Pool) failover(c *call) {
+	p.failovers.Add(1)
+	if c.slot >= 0 {
+		if p.direct {
+			if p.counted {
+				p.bal.Done(int(c.slot))
+			}
+		} else {
+			p.mu.Lock()
+			p.bal.Done(int(c.slot))
+			p.mu.Unlock()
+		}
+		c.slot = -1
+	}
+	p.route(c)
 }
 
 // redispatch sends the queued calls that workers have room for: after a change of the rules (Resize of an

@@ -45,21 +45,22 @@ type callExt struct {
 
 // remoteCall is what a call to a worker in another process carries.
 type remoteCall struct {
-	id       uint64                       // its call ID is the reply mux's id and this in base 36 (callID)
-	body     []byte                       // encoded arguments
-	w        atomic.Pointer[remoteWorker] // the worker it was sent to
-	muxN     atomic.Uint64                // its reply mux entry while filed there, 0 once removed
-	deadline int64                        // sent as Fleet-Deadline: Unix nanoseconds, 0 for none
-	verr     *fleet.ValidationError       // retries: refused results so far
-	raw      []byte                       // the result, decoded lazily into the future's type (a *T in call.val)
-	codec    codec.Codec
-	decErr   error        // why raw did not decode
-	attempt  int32        // retries: attempts made
-	sentAt   atomic.Int64 // Unix nanoseconds of its first publication; 0 while it waits in the outbox
-	urgent   bool         // Broadcast: run at once, beside the worker's current call, on its control subject
-	resend   bool         // sent again after a reconcile found the worker never received it (wire.HeaderResend)
-	decoded  bool         // raw has been decoded, under call.mu
-	endsRun  bool         // the last call of its worker's run (runs.go): what its worker holds back leaves with it
+	id         uint64                       // its call ID is the reply mux's id and this in base 36 (callID)
+	body       []byte                       // encoded arguments
+	w          atomic.Pointer[remoteWorker] // the worker it was sent to
+	muxN       atomic.Uint64                // its reply mux entry while filed there, 0 once removed
+	deadline   int64                        // sent as Fleet-Deadline: Unix nanoseconds, 0 for none
+	verr       *fleet.ValidationError       // retries: refused results so far
+	raw        []byte                       // the result, decoded lazily into the future's type (a *T in call.val)
+	codec      codec.Codec
+	decErr     error        // why raw did not decode
+	attempt    int32        // retries: attempts made
+	sentAt     atomic.Int64 // Unix nanoseconds of its first publication; 0 while it waits in the outbox
+	urgent     bool         // Broadcast: run at once, beside the worker's current call, on its control subject
+	resend     bool         // sent again after a reconcile found the worker never received it (wire.HeaderResend)
+	idempotent bool         // CallOptions.Idempotent: it fails over when its worker is lost
+	decoded    bool         // raw has been decoded, under call.mu
+	endsRun    bool         // the last call of its worker's run (runs.go): what its worker holds back leaves with it
 }
 
 // deadlineHeader is the call's Fleet-Deadline value; "" for none.

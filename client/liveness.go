@@ -238,6 +238,13 @@ func (t *remoteTransport) lose(w *remoteWorker, reason string) {
 	err := fmt.Errorf("%w: %s: %s", ErrWorkerLost, w.wid, reason)
 	for _, c := range calls {
 		t.mux.forget(c)
+		if c.rc.idempotent && !c.rc.urgent && !c.settled() && !p.stopping.Load() && p.live.Load() > 0 {
+			c.rc.w.Store(nil)
+			c.rc.sentAt.Store(0)
+			c.rc.resend, c.rc.endsRun = false, false
+			p.failover(c)
+			continue
+		}
 		c.complete(nil, err)
 	}
 	if replace {

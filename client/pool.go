@@ -36,21 +36,22 @@ type Pool struct {
 
 	// The dispatcher's state (dispatch.go): the workers in rotation, the balancer choosing among them, and the
 	// pool's own queue of calls waiting for room.
-	mu       sync.Mutex
-	bal      *balancer.Balancer
-	slots    []worker
-	slotOf   map[worker]int
-	queue    callQueue
-	seq      uint64
-	limit    int  // per-worker in-flight cap; 0: none
-	direct   bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
-	counted  bool // completions are reported to the balancer (Balancer.NeedsDone)
-	snap     atomic.Pointer[[]worker]
-	live     atomic.Int32 // workers in rotation
-	runs     runPicker
-	onDemand onDemandWorkers
-	calls    callCounts
-	stopping atomic.Bool
+	mu        sync.Mutex
+	bal       *balancer.Balancer
+	slots     []worker
+	slotOf    map[worker]int
+	queue     callQueue
+	seq       uint64
+	limit     int  // per-worker in-flight cap; 0: none
+	direct    bool // no per-worker cap: calls never queue, so dispatch takes no pool lock
+	counted   bool // completions are reported to the balancer (Balancer.NeedsDone)
+	snap      atomic.Pointer[[]worker]
+	live      atomic.Int32 // workers in rotation
+	runs      runPicker
+	onDemand  onDemandWorkers
+	calls     callCounts
+	failovers atomic.Int64
+	stopping  atomic.Bool
 
 	drained   chan struct{}
 	drainOnce sync.Once
@@ -225,6 +226,10 @@ type CallOptions struct {
 	// priorities are delayed, never starved. Calls wait in the queue only when workers are at their
 	// MaxQueuedTasks. Default 0.
 	Priority int
+	// Idempotent lets the call fail over: if its worker is lost while it is in flight, the pool sends it to another
+	// worker instead of failing it with ErrWorkerLost (see fleet.Kind.Idempotent, which marks a method so for every
+	// call). Process and fleet pools only. Default false.
+	Idempotent bool
 }
 
 // CallWith is Call with per-call options.
@@ -232,6 +237,9 @@ func CallWith[R any](p *Pool, o CallOptions, method string, args ...any) *Future
 	f := newFuture[R](p)
 	p.initCall(&f.call, method, args)
 	f.priority = int32(max(min(o.Priority, math.MaxInt32), math.MinInt32))
+	if o.Idempotent && f.rc != nil {
+		f.rc.idempotent = true
+	}
 	p.submit(&f.call)
 	return f
 }

@@ -223,6 +223,9 @@ func (t *remoteTransport) prepare(c *call) error {
 		}
 	}
 	c.Retry = p.retry.forMethod(c.method)
+	if p.kind != nil && p.kind.IsIdempotent(c.method) {
+		c.rc.idempotent = true
+	}
 	if p.sink != nil {
 		c.Progress = func(ev wire.Progress) { p.sink(progressEvent(c, c.rc.w.Load().wid, ev)) }
 	}

@@ -25,8 +25,10 @@ type PoolStats struct {
 	StartError string `json:"start_error,omitempty"`
 	// Reconciles counts the times the pool checked its calls with a worker after a connection loss or an overdue
 	// reply, and Resent the calls it sent again because the worker had never received them.
-	Reconciles   int64          `json:"reconciles"`
-	Resent       int64          `json:"resent"`
+	Reconciles int64 `json:"reconciles"`
+	Resent     int64 `json:"resent"`
+	// Failovers counts the calls of idempotent methods sent to another worker because theirs was lost.
+	Failovers    int64          `json:"failovers"`
 	LoadBalancer balancer.Stats `json:"load_balancer"`
 }
 
@@ -62,6 +64,7 @@ func (p *Pool) Stats() PoolStats {
 		n := p.limit
 		s.MaxQueuedTasks = &n
 	}
+	s.Failovers = p.failovers.Load()
 	p.tr.report(&s)
 	return s
 }

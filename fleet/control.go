@@ -156,6 +156,7 @@ func (h *hosted) cancelAll() {
 		cs = append(cs, h.running)
 	}
 	h.mu.Unlock()
+	// A queued call the worker reaches before its turn here is refused by the gate.
 	for _, c := range cs {
 		c.abort()
 	}

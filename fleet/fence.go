@@ -73,8 +73,12 @@ func (h *hosted) endSuspicion(now time.Time) {
 	}
 }
 
-// gate is the worker's actor.Options.Gate: a call starts unless its caller fenced the worker (see above).
+// gate is the worker's actor.Options.Gate: a call starts unless the worker is aborting or its caller fenced the
+// worker (see above).
 func (h *hosted) gate(t *actor.Task) error {
+	if r := h.refusal.Load(); r != nil {
+		return r.errFor(t.CallID)
+	}
 	// The last tick first: a heartbeat goroutine that noticed the gap has marked the worker suspect before it moved
 	// the tick on, so one of the two checks sees the worker was away.
 	last := h.lastTick.Load()

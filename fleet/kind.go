@@ -25,6 +25,8 @@ type Kind struct {
 	typ     reflect.Type // the constructed type, e.g. *DataProcessor
 	methods map[string]*method
 	names   []string
+	// idempotent are the methods marked safe to run again (Idempotent); written at package initialisation only.
+	idempotent map[string]bool
 }
 
 var registry = struct {
@@ -117,6 +119,33 @@ func newKind(name string, constructor any) (*Kind, error) {
 func validName(s string) bool {
 	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
 }
+
+// Idempotent marks methods safe to run more than once with the same arguments, and returns k so that it chains after
+// Register:
+//
+//	var FetcherKind = fleet.Register("Fetcher", NewFetcher).Idempotent("Fetch", "Head")
+//
+// A call of such a method that is in flight on a worker declared lost fails over: the pool sends it to another
+// worker instead of failing it with client.ErrWorkerLost. It is opt-in because the lost worker may have run the
+// method, partly or wholly, before it was lost, and may still: a method that charges a card, sends a mail or appends
+// a row must not be marked. Like Register it is meant for package-level variables, and panics on a name that is not
+// a callable method of the kind.
+func (k *Kind) Idempotent(methods ...string) *Kind {
+	for _, m := range methods {
+		if k.methods[m] == nil {
+			panic(fmt.Sprintf("fleet: kind %q: Idempotent(%q): not a callable method (callable: %s)", k.name, m,
+				strings.Join(k.names, ", ")))
+		}
+		if k.idempotent == nil {
+			k.idempotent = make(map[string]bool)
+		}
+		k.idempotent[m] = true
+	}
+	return k
+}
+
+// IsIdempotent reports whether method was marked with Idempotent.
+func (k *Kind) IsIdempotent(method string) bool { return k.idempotent[method] }
 
 // Name is the kind's registered name.
 func (k *Kind) Name() string { return k.name }

@@ -35,6 +35,18 @@ func (k *Kit) Parts() []string { return k.parts }
 // Nothing returns no value.
 func (k *Kit) Nothing() error { return nil }
 
+// Mark sleeps d, or until the call's context ends, and returns the call's ID: which calls ran is seen in the
+// replies.
+func (k *Kit) Mark(ctx context.Context, d time.Duration) (string, error) {
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	info, _ := fleet.CallInfo(ctx)
+	return info.CallID, nil
+}
+
 // Block waits for the call's context to end.
 func (k *Kit) Block(ctx context.Context) error {
 	<-ctx.Done()
