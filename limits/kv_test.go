@@ -469,7 +469,7 @@ func TestKVLeaseRefundsAndResources(t *testing.T) {
 		if sh, lo, _ := stats(); sh != 90 || lo != 0 {
 			return fmt.Errorf("after the lease: shared %v local %v; want 90 0", sh, lo)
 		}
-		snap, err := s.be.(*kvBackend).latest(ctx)
+		snap, err := s.be.(*kvBackend).main.latest(ctx)
 		if err != nil {
 			return err
 		}

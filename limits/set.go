@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,13 @@ type Provider interface {
 	// wrapping ErrWouldWait when the request does not fit now. (A KV-backed set
 	// still makes its network round trip.)
 	TryAcquire(ctx context.Context, req Request) (*Acquisition, error)
+	// AcquireIn is Acquire in one partition of the per-partition limits, a
+	// tenant or customer ID for example: each partition has its own budget.
+	// On a set without per-partition limits the partition is ignored (with
+	// one warning per set).
+	AcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error)
+	// TryAcquireIn is TryAcquire in one partition.
+	TryAcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error)
 	// Stats reports every limit by key. For a Pool, see Pool.Stats.
 	Stats() map[string]Stats
 	// ForWorker returns the provider worker number index should use: a Set
@@ -116,6 +124,12 @@ type SetOptions struct {
 	// must be unique among the sets sharing a name: a set trims its entry to
 	// what it holds itself. Default: generated, hostname-pid-nuid.
 	Holder string
+	// Replicas is how many servers keep the KV bucket when NewSet creates it
+	// (1 to 5). Default 0: 3 when the server belongs to a JetStream cluster
+	// that can place 3 replicas, else 1. A bucket that exists already is used
+	// as it is, with one warning per process when its replicas or history
+	// differ from what NewSet would have made.
+	Replicas int
 }
 
 // Defaults of SetOptions.
@@ -127,18 +141,24 @@ const (
 	maxLimits = 64
 	// inlineLimits: acquisitions of sets this small allocate once.
 	inlineLimits = 4
+	// maxReplicas is JetStream's bound on a stream's replicas.
+	maxReplicas = 5
 )
+
+// MaxPartitionLen bounds a partition name, in bytes.
+const MaxPartitionLen = 256
 
 // Set enforces a group of limits together: each acquisition takes from all of
 // them at once or from none. Safe for concurrent use.
 type Set struct {
-	opts   SetOptions // defaults applied
-	defs   []limitDef // sorted by key: the order of the shared state
-	index  map[string]int
-	params []rateParams // by def index; zero for resources
-	be     backend
-	closed atomic.Bool
-	warned sync.Map // warning kind + key -> struct{}
+	opts        SetOptions // defaults applied
+	defs        []limitDef // sorted by key: the order of the shared state
+	index       map[string]int
+	params      []rateParams // by def index; zero for resources
+	partitioned bool         // every limit is per partition
+	be          backend
+	closed      atomic.Bool
+	warned      sync.Map // warning kind + key -> struct{}
 }
 
 var (
@@ -152,7 +172,9 @@ type backend interface {
 	acquire(ctx context.Context, a *Acquisition, block bool) error
 	// release returns a's resources and refunds a.refund(i) where it applies.
 	release(a *Acquisition) error
-	stats() map[string]Stats
+	// stats reports a partition ("" in an unpartitioned set), or for "" in a
+	// partitioned set a fresh partition and how many partitions have state.
+	stats(part string) map[string]Stats
 	close() error
 }
 
@@ -180,6 +202,9 @@ func NewSet(opts SetOptions, ls ...Limit) (*Set, error) {
 		s.defs = append(s.defs, d)
 	}
 	sort.Slice(s.defs, func(i, j int) bool { return s.defs[i].key < s.defs[j].key })
+	if err := s.checkPartitioning(); err != nil {
+		return nil, err
+	}
 	margin := time.Duration(0)
 	if opts.Name != "" {
 		margin = opts.MaxSkew
@@ -221,9 +246,16 @@ func (o *SetOptions) normalize() error {
 		return invalidf("lease size must be finite and >= 0, got %g", o.LeaseSize)
 	case o.LeaseTTL < 0 || o.ResourceLeaseTTL < 0 || o.MaxSkew < 0:
 		return invalidf("durations must be >= 0")
+	case o.Replicas < 0 || o.Replicas > maxReplicas:
+		return invalidf("replicas must be 0 (the default) to %d, got %d", maxReplicas, o.Replicas)
+	case o.Name == "" && o.Replicas != 0:
+		return invalidf("replicas need a shared set (SetOptions.Name and Conn)")
 	}
 	if o.Name != "" && !validKey(o.Name) {
 		return invalidf("set name %q is not a valid KV key (letters, digits, '-', '_', '=', '/', '.')", o.Name)
+	}
+	if strings.Contains(o.Name, partitionSep) {
+		return invalidf("set name %q contains %q, which separates a set's name from its partitions in KV keys", o.Name, partitionSep)
 	}
 	if o.Bucket == "" {
 		o.Bucket = DefaultBucket
@@ -261,21 +293,64 @@ func validKey(k string) bool {
 	return true
 }
 
-// Acquire implements Provider.
+// checkPartitioning enforces that a set is partitioned wholly or not at all:
+// an acquisition over a set-wide and a per-partition limit would touch two
+// keys of a shared set, and no compare-and-set makes that atomic.
+func (s *Set) checkPartitioning() error {
+	per := 0
+	for _, d := range s.defs {
+		if d.perPart {
+			per++
+		}
+	}
+	switch {
+	case per == 0:
+		return nil
+	case per < len(s.defs):
+		return invalidf("a set's limits are all per partition or none (%d of %d are): use one set per kind of budget", per, len(s.defs))
+	case s.opts.Mode == Lease:
+		return invalidf("mode %v does not serve per-partition limits: use Exact", s.opts.Mode)
+	}
+	s.partitioned = true
+	return nil
+}
+
+// Acquire implements Provider. On a set with per-partition limits it fails
+// with ErrInvalidPartition: name the partition with AcquireIn.
 func (s *Set) Acquire(ctx context.Context, req Request) (*Acquisition, error) {
-	return s.acquire(ctx, req, true)
+	return s.acquire(ctx, "", req, true)
 }
 
 // TryAcquire implements Provider.
 func (s *Set) TryAcquire(ctx context.Context, req Request) (*Acquisition, error) {
-	return s.acquire(ctx, req, false)
+	return s.acquire(ctx, "", req, false)
 }
 
-func (s *Set) acquire(ctx context.Context, req Request, block bool) (*Acquisition, error) {
+// AcquireIn implements Provider. A partition's budget is made on first use
+// and forgotten when it is back at rest (see the package doc, Partitions).
+// An empty partition or one longer than MaxPartitionLen bytes fails with
+// ErrInvalidPartition.
+func (s *Set) AcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error) {
+	return s.acquire(ctx, partition, req, true)
+}
+
+// TryAcquireIn implements Provider.
+func (s *Set) TryAcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error) {
+	return s.acquire(ctx, partition, req, false)
+}
+
+func (s *Set) acquire(ctx context.Context, part string, req Request, block bool) (*Acquisition, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := s.checkPartition(part); err != nil {
+		return nil, err
+	}
+	if !s.partitioned {
+		part = ""
+	}
 	a := s.newAcquisition()
+	a.part = part
 	if err := s.resolve(req, a); err != nil {
 		return nil, err
 	}
@@ -289,8 +364,36 @@ func (s *Set) acquire(ctx context.Context, req Request, block bool) (*Acquisitio
 	return a, nil
 }
 
-// Stats implements Provider: one entry per limit key.
-func (s *Set) Stats() map[string]Stats { return s.be.stats() }
+func (s *Set) checkPartition(part string) error {
+	switch {
+	case !s.partitioned:
+		if part != "" {
+			s.warnOnce("partition", "", "limits: partition named on a set without per-partition limits; ignored")
+		}
+		return nil
+	case part == "":
+		return fmt.Errorf("%w: the set's limits are per partition: name one with AcquireIn", ErrInvalidPartition)
+	case len(part) > MaxPartitionLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidPartition, len(part), MaxPartitionLen)
+	}
+	return nil
+}
+
+// Stats implements Provider: one entry per limit key. For a set with
+// per-partition limits it reports what a partition without use has, and
+// Extra["partitions"], the number of partitions this process keeps state
+// for; StatsIn reports one partition.
+func (s *Set) Stats() map[string]Stats { return s.be.stats("") }
+
+// StatsIn reports one partition of a set with per-partition limits (on
+// another set, it is Stats). A shared set reports the partition's state as
+// this process last saw it: a partition it never used shows no use.
+func (s *Set) StatsIn(partition string) map[string]Stats {
+	if !s.partitioned || partition == "" {
+		return s.Stats()
+	}
+	return s.be.stats(partition)
+}
 
 // ForWorker implements Provider: a set is shared by all workers as it is.
 func (s *Set) ForWorker(int) Provider { return s }
@@ -401,6 +504,7 @@ func (s *Set) keys() []string {
 // Release (typically deferred). Safe for concurrent use.
 type Acquisition struct {
 	set        *Set // nil: Noop's acquisition
+	part       string
 	at         int64
 	amounts    []float64 // requested, by def index
 	used       []float64 // reported usage, by def index
@@ -425,6 +529,10 @@ func (s *Set) newAcquisition() *Acquisition {
 
 // Time is when the limits admitted the acquisition, by the set's clock.
 func (a *Acquisition) Time() time.Time { return time.Unix(0, a.at) }
+
+// Partition is the partition the acquisition was taken in; "" outside a set
+// with per-partition limits.
+func (a *Acquisition) Partition() string { return a.part }
 
 // Requested returns the amount taken from the limit key (0 if none).
 func (a *Acquisition) Requested(key string) float64 {

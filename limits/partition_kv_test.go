@@ -1,0 +1,89 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestKVPartitions: sets sharing a name share each partition's budget, and
+// a partition's key leaves the bucket once its state is at rest.
+func TestKVPartitions(t *testing.T) {
+	t.Parallel()
+	srv := runServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	window := time.Second
+	sets := sharedSets(t, srv, "tenants", 2, SetOptions{MaxSkew: 10 * time.Millisecond, ResourceLeaseTTL: 2 * time.Second},
+		CallLimit{Window: window, Capacity: 3, PerPartition: true},
+		ResourceLimit{Key: "conns", Capacity: 1, PerPartition: true})
+	for _, part := range []string{"acme", "globex"} {
+		for i := range 3 {
+			if _, err := sets[i%2].TryAcquireIn(ctx, part, Request{"conns": 0}); err != nil {
+				t.Fatalf("%s call %d: %v", part, i, err)
+			}
+		}
+		for _, s := range sets {
+			if _, err := s.TryAcquireIn(ctx, part, Request{"conns": 0}); !errors.Is(err, ErrWouldWait) {
+				t.Fatalf("%s fourth call: %v, want ErrWouldWait", part, err)
+			}
+		}
+	}
+	if st := sets[0].Stats()["call_count"]; st.Extra["partitions"] != 2 || st.Available != 3 {
+		t.Fatalf("Stats() of a partitioned set: %+v, want 2 partitions, 3 available", st)
+	}
+	if st := sets[1].StatsIn("acme")["call_count"]; st.Available != 0 {
+		t.Fatalf("StatsIn(acme) shows %v available, want 0", st.Available)
+	}
+	// The partition's key lives as long as its state may not be at rest: the
+	// longer of the window and the resource lease, twice MaxSkew, a second of
+	// slack, in whole seconds.
+	b := sets[0].be.(*kvBackend)
+	if want := 4 * time.Second; b.msgTTL != want {
+		t.Fatalf("partition keys live %v, want %v", b.msgTTL, want)
+	}
+	js, err := jetstream.New(connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := partitionKey("tenants", "acme")
+	if _, err := kv.Get(ctx, key); err != nil {
+		t.Fatalf("key %s: %v", key, err)
+	}
+	used := time.Now()
+	checkFor(t, 10*time.Second, func() error {
+		if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("key %s still there %v after its last write (err %v)", key, time.Since(used), err)
+		}
+		return nil
+	})
+	if d := time.Since(used); d < b.msgTTL {
+		t.Fatalf("key %s gone %v after its last write, before its TTL %v", key, d, b.msgTTL)
+	}
+	// A partition whose key expired starts afresh, for both sets.
+	for i := range 3 {
+		if _, err := sets[i%2].TryAcquireIn(ctx, "acme", Request{"conns": 0}); err != nil {
+			t.Fatalf("acme after its key expired, call %d: %v", i, err)
+		}
+	}
+	// A slot held renews the partition's key: it outlives its TTL.
+	a, err := sets[0].AcquireIn(ctx, "initech", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(b.msgTTL + time.Second)
+	if _, err := sets[1].TryAcquireIn(ctx, "initech", nil); !errors.Is(err, ErrWouldWait) {
+		t.Fatalf("the slot of initech held past the key's TTL was free for another set: %v", err)
+	}
+	if err := a.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
