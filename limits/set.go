@@ -52,8 +52,9 @@ type Provider interface {
 type KVMode uint8
 
 const (
-	// Exact writes every admission to the shared state: one compare-and-set per
-	// Acquire, about as fast as the bucket's CAS rate on a hot key.
+	// Exact writes every admission to the shared state: the acquisitions of a
+	// set waiting at once in a process share one compare-and-set, taken in
+	// arrival order (see the package doc, Coalescing).
 	Exact KVMode = iota
 	// Lease takes a batch of units per limit from the shared state into a local
 	// reservoir, serves admissions from it without a round trip, and gives the
