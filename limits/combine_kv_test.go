@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // inQueue is how many acquisitions wait in the queue of s's own key.
@@ -26,7 +29,7 @@ func inQueue(s *Set) int {
 // and the shared count is still exactly what was admitted.
 func TestKVCoalesces(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	s := sharedSets(t, srv, "coalesce", 1, SetOptions{}, CallLimit{Window: time.Hour, Capacity: 1e9})[0]
 	sh := s.be.(*kvBackend).main
 	before := sh.cur.rev
@@ -63,7 +66,7 @@ func TestKVCoalesces(t *testing.T) {
 // refused; when the head gives up, the next is served.
 func TestKVArrivalOrder(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	clock := newFakeClock() // frozen: tokens come back only by refunds
 	tokens := RateLimit{Key: "tokens", Window: time.Hour, Capacity: 10, Algorithm: TokenBucket}
 	s := sharedSets(t, srv, "fifo", 1, SetOptions{Clock: clock.Now}, tokens)[0]
@@ -97,7 +100,7 @@ func TestKVArrivalOrder(t *testing.T) {
 			a, err := s.Acquire(wctx, Request{"tokens": n})
 			ch <- result{a, err}
 		}()
-		checkFor(t, 5*time.Second, func() error {
+		testutil.Eventually(t, 5*time.Second, func() error {
 			if q := inQueue(s); q != queuedBefore+1 {
 				return errors.New("not queued yet")
 			}
@@ -159,8 +162,8 @@ func TestKVArrivalOrder(t *testing.T) {
 // TestKVCloseEndsQueue: Close fails every queued acquisition with ErrClosed.
 func TestKVCloseEndsQueue(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
-	o := SetOptions{Name: "close-queue", Conn: connect(t, srv)}
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	o := SetOptions{Name: "close-queue", Conn: testutil.Connect(t, srv.ClientURL())}
 	s, err := NewSet(o, ResourceLimit{Key: "slot", Capacity: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +180,7 @@ func TestKVCloseEndsQueue(t *testing.T) {
 			errs <- err
 		})
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if inQueue(s) != 3 {
 			return errors.New("not all queued")
 		}

@@ -8,13 +8,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // TestKVPartitions: sets sharing a name share each partition's budget, and
 // a partition's key leaves the bucket once its state is at rest.
 func TestKVPartitions(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	window := time.Second
@@ -46,7 +49,7 @@ func TestKVPartitions(t *testing.T) {
 	if want := 4 * time.Second; b.msgTTL != want {
 		t.Fatalf("partition keys live %v, want %v", b.msgTTL, want)
 	}
-	js, err := jetstream.New(connect(t, srv))
+	js, err := jetstream.New(testutil.Connect(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +62,7 @@ func TestKVPartitions(t *testing.T) {
 		t.Fatalf("key %s: %v", key, err)
 	}
 	used := time.Now()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("key %s still there %v after its last write (err %v)", key, time.Since(used), err)
 		}

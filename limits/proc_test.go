@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // Child processes are this test binary re-executed with childEnv set: TestMain
@@ -367,7 +370,7 @@ func TestKVSoakProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	const capacity, slots = 100, 5
 	window := 500 * time.Millisecond
 	ls := []Limit{
@@ -420,7 +423,7 @@ func TestKVSoakProcesses(t *testing.T) {
 // own capacity, fleet-wide.
 func TestKVPartitionsAcrossProcesses(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	const capacity = 200
 	ls := []Limit{CallLimit{Window: time.Hour, Capacity: capacity, PerPartition: true}}
 	cfg := childConfig{URL: srv.ClientURL(), Name: "tenants", Limits: marshalLimits(t, ls...), Goroutines: 4,
@@ -486,7 +489,7 @@ func maxOverlap(iv [][2]int64) int {
 // anyone's help.
 func TestKVSigkillReturnsSlots(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ttl := time.Second
 	ls := []Limit{ResourceLimit{Key: "gpu", Capacity: 2}}
 	c := startChild(t, "hold", childConfig{URL: srv.ClientURL(), Name: "gpus", Limits: marshalLimits(t, ls...),
