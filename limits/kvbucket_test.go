@@ -54,6 +54,19 @@ func TestKVReplicas(t *testing.T) {
 				cfg.Replicas, cfg.MaxMsgsPerSubject, cfg.AllowMsgTTL)
 		}
 	})
+	t.Run("two-node cluster", func(t *testing.T) {
+		t.Parallel()
+		nodes := testutil.StartCluster(t, 2, broker.EmbeddedOptions{})
+		nc := testutil.Connect(t, nodes[0].ClientURL())
+		rec := &logRecorder{}
+		open(t, nc, SetOptions{Name: "pair", Logger: slog.New(rec)})
+		if cfg := bucketConfig(t, nc, DefaultBucket); cfg.Replicas != 1 {
+			t.Fatalf("bucket on a 2-node cluster: %d replicas, want 1 (3 do not fit)", cfg.Replicas)
+		}
+		if msgs := rec.messages(); len(msgs) != 1 || !strings.Contains(msgs[0], "cannot place the default replicas now; bucket made with 1") {
+			t.Fatalf("warnings %q, want one saying the bucket has 1 replica", msgs)
+		}
+	})
 	t.Run("cluster", func(t *testing.T) {
 		t.Parallel()
 		nodes := testutil.StartCluster(t, 3, broker.EmbeddedOptions{})

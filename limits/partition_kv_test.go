@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,8 +60,8 @@ func TestKVPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := partitionKey("tenants", "acme")
-	if _, err := kv.Get(ctx, key); err != nil {
-		t.Fatalf("key %s: %v", key, err)
+	if ttl := keyTTL(t, js, DefaultBucket, key); ttl != "4s" {
+		t.Fatalf("key %s lives %q, want 4s", key, ttl)
 	}
 	used := time.Now()
 	testutil.Eventually(t, 10*time.Second, func() error {
@@ -89,4 +91,54 @@ func TestKVPartitions(t *testing.T) {
 	if err := a.Release(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestKVPartitionsWithoutTTL: in a bucket without per-message TTL (an older
+// server's, or one made without it) partitions work, their keys stay, and
+// NewSet says so once.
+func TestKVPartitionsWithoutTTL(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	nc := testutil.Connect(t, srv.ClientURL())
+	ctx := context.Background()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "nottl", History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &logRecorder{}
+	s := newSet(t, SetOptions{Name: "tenants", Conn: nc, Bucket: "nottl", Logger: slog.New(rec)},
+		CallLimit{Window: time.Second, Capacity: 1, PerPartition: true})
+	if _, err := s.TryAcquireIn(ctx, "acme", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TryAcquireIn(ctx, "acme", nil); !errors.Is(err, ErrWouldWait) {
+		t.Fatalf("second call of acme: %v, want ErrWouldWait", err)
+	}
+	if msgs := rec.messages(); len(msgs) != 1 || !strings.Contains(msgs[0], "no per-message TTL") {
+		t.Fatalf("warnings %q, want one about the missing TTL", msgs)
+	}
+	if ttl := keyTTL(t, js, "nottl", partitionKey("tenants", "acme")); ttl != "" {
+		t.Fatalf("a key of a bucket without per-message TTL has a time to live %q", ttl)
+	}
+	if _, err := kv.Get(ctx, partitionKey("tenants", "acme")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keyTTL is the time to live the last write of key gave it ("" for none).
+func keyTTL(t *testing.T, js jetstream.JetStream, bucket, key string) string {
+	t.Helper()
+	st, err := js.Stream(context.Background(), "KV_"+bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(context.Background(), "$KV."+bucket+"."+key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Header.Get(jetstream.MsgTTLHeader)
 }
