@@ -199,11 +199,15 @@ func (sh *shard) combine() {
 			closed()
 			return
 		}
-		verdicts = append(verdicts[:0], make([]verdict, len(batch))...)
+		verdicts = slices.Grow(verdicts[:0], len(batch))[:len(batch)]
 		var head blocker
 		at, err := sh.try(b.bgCtx, func(st *sharedState, now int64, _ bool) (blocker, bool) {
+			var mine []float64
+			if b.hasRes {
+				mine = sh.holding()
+			}
 			var write bool
-			head, write = b.planBatch(st, now, sh.holding(), batch, verdicts)
+			head, write = b.planBatch(st, now, mine, batch, verdicts)
 			return blocker{}, write
 		}, r.redo)
 		admitted := false
@@ -227,7 +231,11 @@ func (sh *shard) combine() {
 			case err == nil && v.kind == vRefuse:
 				sh.finish(w, wouldWait(v.bl.key, v.bl.wait))
 			case w.ctx.Err() != nil:
-				sh.finish(w, waitErr(w.blockedKey(), r.gaveUp(sh, w.ctx.Err())))
+				if r.last != nil {
+					sh.finish(w, r.gaveUp(sh, w.ctx.Err()))
+				} else {
+					sh.finish(w, waitErr(w.blockedKey(), w.ctx.Err()))
+				}
 			default:
 				if err == nil {
 					w.blocked = v.bl.key
@@ -275,7 +283,7 @@ func (sh *shard) combine() {
 			if head.wait >= int64(resync) {
 				// The watch may have missed a change (its consumer is
 				// being recreated after a server went away): read the key.
-				sh.fetch(b.bgCtx)
+				_ = sh.fetch(b.bgCtx) // failing, it is an outage the next attempt meets
 			}
 		case <-b.done:
 			timer.Stop()

@@ -320,11 +320,11 @@ func (sh *shard) recover(ctx context.Context, done <-chan struct{}, r *retry, re
 		if !notApplied(err) {
 			r.redo = true
 		}
-		r.outages++
-		r.last = err
-		if ctx.Err() != nil {
+		if ctx.Err() != nil { // the caller's own deadline, not the bucket's outage
 			return r.gaveUp(sh, ctx.Err())
 		}
+		r.outages++
+		r.last = err
 		d := min(int64(outageMax), int64(outageBase)<<min(r.outages-1, 16))
 		if err := sleep(ctx, nil, done, d/2+rand.Int64N(d/2+1)); err != nil {
 			return r.gaveUp(sh, err)
