@@ -52,11 +52,4 @@ func TestPoolLimitReplicas(t *testing.T) {
 	if _, err := fifth.Result(context.Background()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the fifth call, canceled: %v", err)
 	}
-	// LimitReplicas without Limits, or in an in-process pool, is a mistake.
-	for _, opts := range []client.Options{{Mode: client.Process, Conn: nc, LimitReplicas: 3},
-		{Mode: client.Thread, LimitReplicas: 3, Limits: []limits.Limit{limits.CallLimit{Window: time.Hour, Capacity: 4}}}} {
-		if _, err := client.New(context.Background(), demo.APIWorkerKind, opts, "key"); !errors.Is(err, client.ErrInvalidOptions) {
-			t.Fatalf("LimitReplicas in %+v: %v, want ErrInvalidOptions", opts.Mode, err)
-		}
-	}
 }
