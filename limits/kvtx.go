@@ -249,7 +249,7 @@ func (sh *shard) update(ctx context.Context, mode txMode, fn txFunc, commit func
 			}
 			continue
 		}
-		r = retry{}
+		r = retry{redo: r.redo} // a write of this transaction may still have been applied
 		if at.bl.wait == 0 {
 			if at.wrote && commit != nil {
 				commit(at.now)
