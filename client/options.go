@@ -85,6 +85,10 @@ type Options struct {
 	// LimitSet is a set or pool of sets made beforehand, to share with other pools and processes. Setting both
 	// Limits and LimitSet is an error. Default none.
 	LimitSet limits.Provider
+	// LimitReplicas is how many servers keep the KV bucket of the set built from Limits in Process and Fleet modes,
+	// when the bucket does not exist yet (limits.SetOptions.Replicas; a LimitSet brings its own). Default 0: 3 on a
+	// JetStream cluster that can place them, else 1.
+	LimitReplicas int
 	// Retry retries failed calls where the worker runs. Default: no retries.
 	Retry RetryConfig
 	// UnwrapFutures resolves future arguments before dispatch. Default UnwrapOn.
@@ -190,6 +194,12 @@ func (o Options) withDefaults() (Options, error) {
 	o.LoadBalancing = alg
 	if len(o.Limits) > 0 && o.LimitSet != nil {
 		return o, fmt.Errorf("%w: set Limits or LimitSet, not both", ErrInvalidOptions)
+	}
+	if o.LimitReplicas != 0 && (len(o.Limits) == 0 || o.Mode.local()) {
+		return o, fmt.Errorf("%w: LimitReplicas applies to the Limits of a Process or Fleet pool", ErrInvalidOptions)
+	}
+	if o.LimitReplicas < 0 || o.LimitReplicas > 5 {
+		return o, fmt.Errorf("%w: LimitReplicas must be 0 (the default) to 5, got %d", ErrInvalidOptions, o.LimitReplicas)
 	}
 	if o.UnwrapFutures == UnwrapOff && !o.Mode.local() {
 		return o, fmt.Errorf("%w: UnwrapOff needs an in-process mode: a future cannot be sent to another process", ErrInvalidOptions)

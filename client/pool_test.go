@@ -17,6 +17,7 @@ import (
 	"github.com/natsfleet/natsfleet/examples/demo"
 	"github.com/natsfleet/natsfleet/fleet"
 	"github.com/natsfleet/natsfleet/internal/testutil"
+	"github.com/natsfleet/natsfleet/limits"
 )
 
 func TestMain(m *testing.M) {
@@ -130,6 +131,11 @@ func TestOptionsRejected(t *testing.T) {
 		{"negative workers", client.Options{MaxWorkers: -1}, "MaxWorkers -1 is negative"},
 		{"child max procs", client.Options{Mode: client.Process, ChildMaxProcs: -2}, "ChildMaxProcs -2 is below -1"},
 		{"bad retry", client.Options{Retry: client.RetryConfig{Algorithm: "cubic"}}, `unknown algorithm "cubic"`},
+		{"limit replicas without limits", client.Options{Mode: client.Process, LimitReplicas: 3}, "LimitReplicas applies to the Limits of a Process or Fleet pool"},
+		{"limit replicas in thread mode", client.Options{LimitReplicas: 3, Limits: []limits.Limit{limits.CallLimit{Window: time.Second, Capacity: 1}}},
+			"LimitReplicas applies to the Limits of a Process or Fleet pool"},
+		{"six limit replicas", client.Options{Mode: client.Process, LimitReplicas: 6, Limits: []limits.Limit{limits.CallLimit{Window: time.Second, Capacity: 1}}},
+			"LimitReplicas must be 0 (the default) to 5, got 6"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -154,6 +154,7 @@ func (t *remoteTransport) spec(index int) wire.WorkerSpec {
 		Limits:            t.limits,
 		LimitSet:          t.setID,
 		LimitBucket:       t.bucket,
+		LimitReplicas:     p.opts.LimitReplicas,
 		Prefix:            p.opts.Prefix,
 		HeartbeatInterval: p.opts.HeartbeatInterval,
 	}

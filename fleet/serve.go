@@ -152,7 +152,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 			return nil, fmt.Errorf("fleet: serve: worker %s: %w", spec.ID, err)
 		}
 		h.set, err = limits.NewSet(limits.SetOptions{Name: spec.LimitSet, Conn: nc, Bucket: spec.LimitBucket,
-			Logger: h.log}, ls...)
+			Replicas: spec.LimitReplicas, Logger: h.log}, ls...)
 		if err != nil {
 			return nil, fmt.Errorf("fleet: serve: worker %s: %w", spec.ID, err)
 		}

@@ -269,6 +269,25 @@ func (p *rateParams) refund(st *rateState, now int64, n float64) {
 	}
 }
 
+// atRest reports whether st (advanced to now) counts nothing, so that it
+// decides as init(now) would: forgetting it changes no admission. A fixed
+// window that is open but empty is at rest too: a fresh one opens at its
+// first use, which admits no more in any span than the open one would.
+func (p *rateParams) atRest(st *rateState, now int64) bool {
+	if st.Out != 0 {
+		return false
+	}
+	switch p.alg {
+	case TokenBucket:
+		return st.Level >= p.capacity
+	case GCRA:
+		return p.gcraDebt(st, now) <= 0
+	case SlidingWindow:
+		return len(st.Log) == 0
+	}
+	return st.Level == 0
+}
+
 // available is how many units fit now (st advanced to now).
 func (p *rateParams) available(st *rateState, now int64) float64 {
 	switch p.alg {

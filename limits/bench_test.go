@@ -10,6 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // Run with: go test -run '^$' -bench . -benchtime 3s ./limits/
@@ -70,9 +73,9 @@ func BenchmarkMemoryAcquireRelease(b *testing.B) {
 }
 
 func BenchmarkRawKVCAS(b *testing.B) {
-	srv := runServer(b)
+	srv := testutil.StartServer(b, broker.EmbeddedOptions{})
 	b.Run("goroutines=1", func(b *testing.B) {
-		kv, err := rawKV(connect(b, srv), "raw1")
+		kv, err := rawKV(testutil.Connect(b, srv.ClientURL()), "raw1")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -128,10 +131,10 @@ func BenchmarkKVExact(b *testing.B) { benchKV(b, Exact) }
 func BenchmarkKVLease(b *testing.B) { benchKV(b, Lease) }
 
 func benchKV(b *testing.B, mode KVMode) {
-	srv := runServer(b)
+	srv := testutil.StartServer(b, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	b.Run("goroutines=1", func(b *testing.B) {
-		s := newSet(b, SetOptions{Name: "bench1", Conn: connect(b, srv), Mode: mode}, unbound(SlidingWindow))
+		s := newSet(b, SetOptions{Name: "bench1", Conn: testutil.Connect(b, srv.ClientURL()), Mode: mode}, unbound(SlidingWindow))
 		for b.Loop() {
 			a, err := s.Acquire(ctx, nil)
 			if err != nil {

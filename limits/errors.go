@@ -43,6 +43,11 @@ var (
 	// ErrClosed is returned by Acquire and TryAcquire on a closed Set, also to
 	// callers that were waiting when Close was called.
 	ErrClosed = errors.New("limits: set closed")
+
+	// ErrInvalidPartition reports an acquisition of a set with per-partition
+	// limits that names no partition (Acquire instead of AcquireIn), or a
+	// partition name longer than MaxPartitionLen bytes.
+	ErrInvalidPartition = errors.New("limits: invalid partition")
 )
 
 // ExceedsCapacityError is the error for a request that can never fit.

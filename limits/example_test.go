@@ -171,6 +171,41 @@ func ExampleNewSet_shared() {
 	// Output: fourth call: true
 }
 
+// A budget per customer: a limit declared PerPartition gives each partition
+// of the set, named by AcquireIn, its own budget, made the first time it is
+// named and forgotten once nothing in it counts any more.
+func ExampleSet_AcquireIn() {
+	set, err := limits.NewSet(limits.SetOptions{},
+		limits.CallLimit{Window: time.Minute, Capacity: 2, PerPartition: true},
+		limits.ResourceLimit{Key: "connections", Capacity: 1, PerPartition: true})
+	if err != nil {
+		panic(err)
+	}
+	defer set.Close()
+
+	ctx := context.Background()
+	for _, customer := range []string{"acme", "acme", "acme", "globex"} {
+		acq, err := set.TryAcquireIn(ctx, customer, nil) // a call and a connection of this customer's
+		if errors.Is(err, limits.ErrWouldWait) {
+			fmt.Println(customer+":", "over its budget")
+			continue
+		}
+		fmt.Println(customer+":", "admitted")
+		acq.Release()
+	}
+	fmt.Println("acme calls left:", set.StatsIn("acme")["call_count"].Available)
+	fmt.Println("globex calls left:", set.StatsIn("globex")["call_count"].Available)
+	fmt.Println("partitions:", set.Stats()["call_count"].Extra["partitions"])
+	// Output:
+	// acme: admitted
+	// acme: admitted
+	// acme: over its budget
+	// globex: admitted
+	// acme calls left: 0
+	// globex calls left: 1
+	// partitions: 2
+}
+
 // A pool spreads acquisitions over sets, for example one per account; each
 // worker's view starts its round robin at its own index.
 func ExampleNewPool() {

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // returnLatency bounds how long after its decision an Acquire returns, for
@@ -21,12 +23,12 @@ const returnLatency = 50 * time.Millisecond
 
 // sharedSets builds n sets named name, each on its own connection (as
 // separate processes would be), with opts applied to each.
-func sharedSets(t *testing.T, srv *server.Server, name string, n int, opts SetOptions, ls ...Limit) []*Set {
+func sharedSets(t *testing.T, srv *broker.Embedded, name string, n int, opts SetOptions, ls ...Limit) []*Set {
 	t.Helper()
 	sets := make([]*Set, n)
 	for i := range sets {
 		o := opts
-		o.Name, o.Conn = name, connect(t, srv)
+		o.Name, o.Conn = name, testutil.Connect(t, srv.ClientURL())
 		sets[i] = newSet(t, o, ls...)
 	}
 	return sets
@@ -42,7 +44,7 @@ func providers(sets ...*Set) []Provider {
 
 func TestKVSharedAcrossSets(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	sets := sharedSets(t, srv, "api", 2, SetOptions{},
 		CallLimit{Window: time.Hour, Capacity: 3},
@@ -65,7 +67,7 @@ func TestKVSharedAcrossSets(t *testing.T) {
 			t.Fatalf("fourth call: %v, want ErrWouldWait", err)
 		}
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		st := b.Stats()
 		if st["connections"].Available != 0 || math.Abs(st["tokens"].Available-60) > 0.5 || st["call_count"].Available != 0 {
 			return fmt.Errorf("b's stats: connections %v tokens %v calls %v", st["connections"].Available, st["tokens"].Available, st["call_count"].Available)
@@ -78,7 +80,7 @@ func TestKVSharedAcrossSets(t *testing.T) {
 	if err := held.Release(); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		st := b.Stats()
 		if st["connections"].Available != 1 || math.Abs(st["tokens"].Available-90) > 0.5 {
 			return fmt.Errorf("after release b sees connections %v tokens %v, want 1 and 90", st["connections"].Available, st["tokens"].Available)
@@ -89,9 +91,9 @@ func TestKVSharedAcrossSets(t *testing.T) {
 
 func TestKVDefinitionsMustAgree(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	sharedSets(t, srv, "api", 1, SetOptions{}, CallLimit{Window: time.Minute, Capacity: 3})
-	_, err := NewSet(SetOptions{Name: "api", Conn: connect(t, srv)}, CallLimit{Window: time.Minute, Capacity: 4})
+	_, err := NewSet(SetOptions{Name: "api", Conn: testutil.Connect(t, srv.ClientURL())}, CallLimit{Window: time.Minute, Capacity: 4})
 	if !errors.Is(err, ErrInvalidLimit) || !strings.Contains(err.Error(), `shared set "api" holds other limits (call:call_count:c3:w60000000000:sliding_window) than given (call:call_count:c4:`) {
 		t.Fatalf("NewSet with other limits: %v", err)
 	}
@@ -107,7 +109,7 @@ func TestKVDefinitionsMustAgree(t *testing.T) {
 
 func TestKVWaiterWokenByOtherRelease(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sets := sharedSets(t, srv, "gpu", 2, SetOptions{}, ResourceLimit{Key: "gpu", Capacity: 1})
@@ -143,7 +145,7 @@ func TestKVWaiterWokenByOtherRelease(t *testing.T) {
 // both by the limiter's clock and by when Acquire returned.
 func TestKVContention(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	const capacity = 20
 	window := 300 * time.Millisecond
 	for _, alg := range []Algorithm{SlidingWindow, FixedWindow, TokenBucket, GCRA, LeakyBucket} {
@@ -166,7 +168,7 @@ func TestKVContention(t *testing.T) {
 // or refills.
 func TestKVNoLostUpdates(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	clock := newFakeClock()
 	sets := sharedSets(t, srv, "race", 3, SetOptions{Clock: clock.Now},
 		RateLimit{Key: "tokens", Window: time.Hour, Capacity: 1e9, Algorithm: SlidingWindow},
@@ -194,7 +196,7 @@ func TestKVNoLostUpdates(t *testing.T) {
 	wg.Wait()
 	admitted := float64(len(sets) * goroutines * each)
 	for _, s := range sets {
-		checkFor(t, 5*time.Second, func() error {
+		testutil.Eventually(t, 5*time.Second, func() error {
 			st := s.Stats()
 			if got := st["tokens"].Extra["current_requests"]; got != 3*admitted {
 				return fmt.Errorf("shared sliding count %v, admitted %v", got, 3*admitted)
@@ -210,7 +212,7 @@ func TestKVNoLostUpdates(t *testing.T) {
 // TestKVClockSkew runs two sets on the same key, one clock 80ms ahead.
 func TestKVClockSkew(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	const capacity = 10
 	window := 300 * time.Millisecond
 	skew := 80 * time.Millisecond
@@ -269,7 +271,7 @@ func TestKVClockSkew(t *testing.T) {
 // never over-admit fleet-wide; unused units go back when leases end.
 func TestKVLease(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	const capacity = 200
 	window := 500 * time.Millisecond
 	for _, alg := range []Algorithm{SlidingWindow, FixedWindow, TokenBucket, GCRA, LeakyBucket} {
@@ -286,7 +288,7 @@ func TestKVLease(t *testing.T) {
 
 func TestKVLeaseGivesBackUnused(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	for _, alg := range []Algorithm{SlidingWindow, FixedWindow, TokenBucket, GCRA} {
 		s := sharedSets(t, srv, "giveback-"+string(alg), 1, SetOptions{Mode: Lease, LeaseSize: 10, LeaseTTL: 100 * time.Millisecond},
@@ -305,7 +307,7 @@ func TestKVLeaseGivesBackUnused(t *testing.T) {
 		if st.Available > 90.01 || st.Extra["leased_local"] != 7 {
 			t.Fatalf("%s: during the lease the shared state has %v available, local %v; want 90 and 7", alg, st.Available, st.Extra["leased_local"])
 		}
-		checkFor(t, 5*time.Second, func() error {
+		testutil.Eventually(t, 5*time.Second, func() error {
 			st := s.Stats()["tokens"]
 			if st.Available < 97 || st.Available > 97.01 || st.Extra["leased_local"] != 0 {
 				return fmt.Errorf("%s: after the lease: %v available, %v local; want 97 and 0", alg, st.Available, st.Extra["leased_local"])
@@ -319,12 +321,12 @@ func TestKVLeaseGivesBackUnused(t *testing.T) {
 // (keepalive); a holder that stops renewing loses it within TTL+MaxSkew.
 func TestKVResourceLease(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	ttl := time.Second
 	opts := SetOptions{ResourceLeaseTTL: ttl, MaxSkew: 50 * time.Millisecond}
 	sets := sharedSets(t, srv, "slots", 2, opts, ResourceLimit{Key: "slots", Capacity: 1})
-	holderConn := connect(t, srv)
+	holderConn := testutil.Connect(t, srv.ClientURL())
 	o := opts
 	o.Name, o.Conn = "slots", holderConn
 	holder, err := NewSet(o, ResourceLimit{Key: "slots", Capacity: 1})
@@ -359,13 +361,13 @@ func TestKVResourceLease(t *testing.T) {
 
 func TestKVKeyDeleted(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	s := sharedSets(t, srv, "deleted", 1, SetOptions{}, CallLimit{Window: time.Hour, Capacity: 5})[0]
 	if _, err := s.Acquire(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(connect(t, srv))
+	js, err := jetstream.New(testutil.Connect(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +378,7 @@ func TestKVKeyDeleted(t *testing.T) {
 	if err := kv.Purge(ctx, "deleted"); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if _, err := s.Acquire(ctx, nil); err != nil {
 			return err
 		}
@@ -392,10 +394,10 @@ func TestKVKeyDeleted(t *testing.T) {
 // from there, with nobody's help.
 func TestKVLeaseHolderDies(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	ls := []Limit{RateLimit{Key: "tokens", Window: 2 * time.Second, Capacity: 20, Algorithm: TokenBucket}}
-	nc := connect(t, srv)
+	nc := testutil.Connect(t, srv.ClientURL())
 	dying, err := NewSet(SetOptions{Name: "dies", Conn: nc, Mode: Lease, LeaseSize: 10, LeaseTTL: 300 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)}, ls...)
 	if err != nil {
@@ -433,7 +435,7 @@ func TestKVLeaseHolderDies(t *testing.T) {
 // the shared state at once.
 func TestKVLeaseRefundsAndResources(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ctx := context.Background()
 	clock := newFakeClock() // stands still (no refill) until moved by hand
 	s := sharedSets(t, srv, "lease-refund", 1, SetOptions{Mode: Lease, LeaseSize: 10, LeaseTTL: 100 * time.Millisecond, Clock: clock.Now},
@@ -465,11 +467,11 @@ func TestKVLeaseRefundsAndResources(t *testing.T) {
 		t.Fatalf("after a local acquisition: shared %v local %v; want 90 0", sh, lo)
 	}
 	clock.Add(time.Second) // the batch expires; the lease is settled
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if sh, lo, _ := stats(); sh != 90 || lo != 0 {
 			return fmt.Errorf("after the lease: shared %v local %v; want 90 0", sh, lo)
 		}
-		snap, err := s.be.(*kvBackend).latest(ctx)
+		snap, err := s.be.(*kvBackend).main.latest(ctx)
 		if err != nil {
 			return err
 		}
@@ -483,7 +485,7 @@ func TestKVLeaseRefundsAndResources(t *testing.T) {
 	if err := a.Release(); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		if sh, lo, _ := stats(); sh != 98 || lo != 0 {
 			return fmt.Errorf("after a late refund of 8: shared %v local %v; want 98 0", sh, lo)
 		}

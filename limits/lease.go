@@ -2,6 +2,7 @@ package limits
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/bits"
 	"sync"
@@ -164,8 +165,11 @@ func (r *reservoir) fetch(ctx context.Context, a *Acquisition, block bool) error
 	if block {
 		mode = txWait
 	}
-	now, err := b.update(ctx, mode, func(st *sharedState, now int64) (blocker, bool) {
+	now, err := b.main.update(ctx, mode, func(st *sharedState, now int64, _ bool) (blocker, bool) {
 		pruned := b.settle(st, now)
+		if b.hasRes { // as in Exact mode (planBatch)
+			trimHolding(st.Holders, b.holder, b.main.holding())
+		}
 		if bl := b.check(st, now, a); bl.wait != 0 {
 			return bl, pruned
 		}
@@ -195,7 +199,7 @@ func (r *reservoir) fetch(ctx context.Context, a *Acquisition, block bool) error
 		b.takeResources(st, now, a)
 		return blocker{}, true
 	}, func(now int64) {
-		b.holdResources(a, 1)
+		b.main.holdResources(a, 1)
 		r.mu.Lock()
 		for i, d := range b.s.defs {
 			if a.taken&(1<<i) == 0 || d.kind == kindResource {
@@ -297,7 +301,7 @@ func (r *reservoir) loop() {
 			continue
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(b.bgCtx, setupTimeout)
+		ctx, cancel := context.WithTimeout(b.bgCtx, releaseTimeout)
 		if err := r.giveBack(ctx, r.take(b.now())); err != nil && b.bgCtx.Err() == nil {
 			b.s.opts.Logger.Error("limits: giving back leased units", "set", b.name, "err", err)
 			select { // before retrying: the bucket may be unreachable for a while
@@ -311,7 +315,7 @@ func (r *reservoir) loop() {
 
 // returnAll gives back every batch, valid or not: the set is closing.
 func (r *reservoir) returnAll() error {
-	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	return r.giveBack(ctx, r.take(math.MaxInt64))
 }
@@ -355,13 +359,15 @@ func (r *reservoir) take(now int64) []leftover {
 // giveBack settles ls in the shared state: lease entries shrink by the
 // batches' sizes, unused units go back. Refill up to now still counts the
 // leased units as out; what is given back counts from now. If it fails, ls
-// waits for the next give-back.
+// waits for the next give-back, unless a write of it may have been applied:
+// giving back twice would over-admit, so ls is dropped then (its units
+// count as used, and its lease entries expire by themselves).
 func (r *reservoir) giveBack(ctx context.Context, ls []leftover) (err error) {
 	if len(ls) == 0 {
 		return nil
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && !errors.Is(err, errMaybeWritten) {
 			r.mu.Lock()
 			r.unsettled = append(r.unsettled, ls...)
 			r.mu.Unlock()
@@ -369,7 +375,10 @@ func (r *reservoir) giveBack(ctx context.Context, ls []leftover) (err error) {
 	}()
 	b := r.b
 	params := b.s.params
-	_, err = b.update(ctx, txBackground, func(st *sharedState, now int64) (blocker, bool) {
+	_, err = b.main.update(ctx, txBackground, func(st *sharedState, now int64, redo bool) (blocker, bool) {
+		if redo {
+			return blocker{}, false
+		}
 		b.settle(st, now)
 		for _, l := range ls {
 			if l.size > 0 {

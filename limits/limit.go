@@ -89,6 +89,9 @@ type CallLimit struct {
 	Window    time.Duration
 	Capacity  float64
 	Algorithm Algorithm // zero value: SlidingWindow
+	// PerPartition gives every partition (Set.AcquireIn) its own budget of
+	// Capacity per Window. Default false: one budget for the set.
+	PerPartition bool
 }
 
 // RateLimit limits an amount per window, such as tokens per minute. It is taken
@@ -99,6 +102,9 @@ type RateLimit struct {
 	Window    time.Duration
 	Capacity  float64
 	Algorithm Algorithm // zero value: SlidingWindow
+	// PerPartition gives every partition (Set.AcquireIn) its own budget.
+	// Default false: one budget for the set.
+	PerPartition bool
 }
 
 // ResourceLimit is a counting semaphore of Capacity slots, such as concurrent
@@ -107,6 +113,9 @@ type RateLimit struct {
 type ResourceLimit struct {
 	Key      string
 	Capacity int
+	// PerPartition gives every partition (Set.AcquireIn) its own Capacity
+	// slots. Default false: one pool of slots for the set.
+	PerPartition bool
 }
 
 // LimitKey returns CallCountKey.
@@ -133,11 +142,12 @@ type limitDef struct {
 	capacity float64
 	window   time.Duration // zero for resources
 	alg      Algorithm     // empty for resources
+	perPart  bool
 	limit    Limit
 }
 
 func (l CallLimit) def() (limitDef, error) {
-	return rateDef(l, kindCall, CallCountKey, l.Window, l.Capacity, l.Algorithm)
+	return rateDef(l, kindCall, CallCountKey, l.Window, l.Capacity, l.Algorithm, l.PerPartition)
 }
 
 func (l RateLimit) def() (limitDef, error) {
@@ -147,10 +157,10 @@ func (l RateLimit) def() (limitDef, error) {
 	if l.Key == CallCountKey {
 		return limitDef{}, invalidf("key %q is reserved for CallLimit", CallCountKey)
 	}
-	return rateDef(l, kindRate, l.Key, l.Window, l.Capacity, l.Algorithm)
+	return rateDef(l, kindRate, l.Key, l.Window, l.Capacity, l.Algorithm, l.PerPartition)
 }
 
-func rateDef(l Limit, k kind, key string, window time.Duration, capacity float64, alg Algorithm) (limitDef, error) {
+func rateDef(l Limit, k kind, key string, window time.Duration, capacity float64, alg Algorithm, perPart bool) (limitDef, error) {
 	if window <= 0 {
 		return limitDef{}, invalidf("window must be > 0, got %v for limit %q", window, key)
 	}
@@ -161,7 +171,7 @@ func rateDef(l Limit, k kind, key string, window time.Duration, capacity float64
 	if err != nil {
 		return limitDef{}, fmt.Errorf("%w for limit %q", err, key)
 	}
-	return limitDef{key: key, kind: k, capacity: capacity, window: window, alg: a, limit: l}, nil
+	return limitDef{key: key, kind: k, capacity: capacity, window: window, alg: a, perPart: perPart, limit: l}, nil
 }
 
 func (l ResourceLimit) def() (limitDef, error) {
@@ -174,19 +184,25 @@ func (l ResourceLimit) def() (limitDef, error) {
 	if l.Capacity < 1 {
 		return limitDef{}, invalidf("resource limit capacity must be >= 1, got %d for limit %q", l.Capacity, l.Key)
 	}
-	return limitDef{key: l.Key, kind: kindResource, capacity: float64(l.Capacity), limit: l}, nil
+	return limitDef{key: l.Key, kind: kindResource, capacity: float64(l.Capacity), perPart: l.PerPartition, limit: l}, nil
 }
 
 // signature is the definition in a canonical form; sets sharing a name must
 // agree on it.
 func (d limitDef) signature() string {
+	var s string
 	switch d.kind {
 	case kindResource:
-		return fmt.Sprintf("resource:%s:c%g", d.key, d.capacity)
+		s = fmt.Sprintf("resource:%s:c%g", d.key, d.capacity)
 	case kindCall:
-		return fmt.Sprintf("call:%s:c%g:w%d:%s", d.key, d.capacity, d.window, d.alg)
+		s = fmt.Sprintf("call:%s:c%g:w%d:%s", d.key, d.capacity, d.window, d.alg)
+	default:
+		s = fmt.Sprintf("rate:%s:c%g:w%d:%s", d.key, d.capacity, d.window, d.alg)
 	}
-	return fmt.Sprintf("rate:%s:c%g:w%d:%s", d.key, d.capacity, d.window, d.alg)
+	if d.perPart {
+		s += ":partition"
+	}
+	return s
 }
 
 // wireLimit is the serialised form of a Limit. Windows travel as seconds, as in
@@ -197,12 +213,16 @@ type wireLimit struct {
 	Window    float64   `json:"window,omitempty"`
 	Capacity  float64   `json:"capacity"`
 	Algorithm Algorithm `json:"algorithm,omitempty"`
+	// PerPartition travels only when set, so that older readers see the
+	// same JSON for unpartitioned limits.
+	PerPartition bool `json:"per_partition,omitempty"`
 }
 
 // MarshalLimits encodes limits for another process (a child worker or a remote
 // agent) as a JSON array of objects tagged by "type" ("call_limit",
-// "rate_limit", "resource_limit"), windows in seconds. Invalid limits are an
-// error wrapping ErrInvalidLimit.
+// "rate_limit", "resource_limit"), windows in seconds, "per_partition": true
+// for a limit per partition. Invalid limits are an error wrapping
+// ErrInvalidLimit.
 func MarshalLimits(ls []Limit) ([]byte, error) {
 	out := make([]wireLimit, 0, len(ls))
 	for _, l := range ls {
@@ -213,7 +233,7 @@ func MarshalLimits(ls []Limit) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		w := wireLimit{Capacity: d.capacity, Algorithm: d.alg, Window: d.window.Seconds()}
+		w := wireLimit{Capacity: d.capacity, Algorithm: d.alg, Window: d.window.Seconds(), PerPartition: d.perPart}
 		switch d.kind {
 		case kindCall:
 			w.Type = "call_limit"
@@ -239,14 +259,14 @@ func UnmarshalLimits(b []byte) ([]Limit, error) {
 		var l Limit
 		switch w.Type {
 		case "call_limit":
-			l = CallLimit{Window: window, Capacity: w.Capacity, Algorithm: w.Algorithm}
+			l = CallLimit{Window: window, Capacity: w.Capacity, Algorithm: w.Algorithm, PerPartition: w.PerPartition}
 		case "rate_limit":
-			l = RateLimit{Key: w.Key, Window: window, Capacity: w.Capacity, Algorithm: w.Algorithm}
+			l = RateLimit{Key: w.Key, Window: window, Capacity: w.Capacity, Algorithm: w.Algorithm, PerPartition: w.PerPartition}
 		case "resource_limit":
 			if w.Capacity != math.Trunc(w.Capacity) || w.Capacity > math.MaxInt32 {
 				return nil, invalidf("resource limit capacity must be a whole number, got %g for limit %q", w.Capacity, w.Key)
 			}
-			l = ResourceLimit{Key: w.Key, Capacity: int(w.Capacity)}
+			l = ResourceLimit{Key: w.Key, Capacity: int(w.Capacity), PerPartition: w.PerPartition}
 		default:
 			return nil, invalidf("unknown limit type %q", w.Type)
 		}

@@ -64,6 +64,14 @@ func TestNewSetValidation(t *testing.T) {
 		{"bad name", SetOptions{Name: "a b", Conn: &nats.Conn{}}, nil, `set name "a b" is not a valid KV key`},
 		{"negative lease size", SetOptions{LeaseSize: -1}, nil, "lease size must be finite and >= 0, got -1"},
 		{"negative ttl", SetOptions{LeaseTTL: -1}, nil, "durations must be >= 0"},
+		{"negative replicas", SetOptions{Name: "x", Conn: &nats.Conn{}, Replicas: -1}, nil, "replicas must be 0 (the default) to 5, got -1"},
+		{"six replicas", SetOptions{Name: "x", Conn: &nats.Conn{}, Replicas: 6}, nil, "replicas must be 0 (the default) to 5, got 6"},
+		{"replicas in memory", SetOptions{Replicas: 3}, nil, "replicas need a shared set"},
+		{"name with the partition separator", SetOptions{Name: "a._p.b", Conn: &nats.Conn{}}, nil, `set name "a._p.b" contains "._p."`},
+		{"partitioned and not", SetOptions{}, []Limit{CallLimit{Window: 1, Capacity: 1, PerPartition: true}, ResourceLimit{Key: "c", Capacity: 1}},
+			"a set's limits are all per partition or none (1 of 2 are)"},
+		{"partitioned lease", SetOptions{Name: "x", Conn: &nats.Conn{}, Mode: Lease}, []Limit{CallLimit{Window: 1, Capacity: 1, PerPartition: true}},
+			"mode lease does not serve per-partition limits"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

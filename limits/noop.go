@@ -14,5 +14,11 @@ var noopAcquisition = &Acquisition{}
 
 func (noop) Acquire(context.Context, Request) (*Acquisition, error)    { return noopAcquisition, nil }
 func (noop) TryAcquire(context.Context, Request) (*Acquisition, error) { return noopAcquisition, nil }
-func (noop) Stats() map[string]Stats                                   { return map[string]Stats{} }
-func (n noop) ForWorker(int) Provider                                  { return n }
+func (noop) AcquireIn(context.Context, string, Request) (*Acquisition, error) {
+	return noopAcquisition, nil
+}
+func (noop) TryAcquireIn(context.Context, string, Request) (*Acquisition, error) {
+	return noopAcquisition, nil
+}
+func (noop) Stats() map[string]Stats  { return map[string]Stats{} }
+func (n noop) ForWorker(int) Provider { return n }

@@ -74,6 +74,16 @@ func (p *Pool) TryAcquire(ctx context.Context, req Request) (*Acquisition, error
 	return p.pick().TryAcquire(ctx, req)
 }
 
+// AcquireIn implements Provider on the picked set.
+func (p *Pool) AcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error) {
+	return p.pick().AcquireIn(ctx, partition, req)
+}
+
+// TryAcquireIn implements Provider on the picked set.
+func (p *Pool) TryAcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error) {
+	return p.pick().TryAcquireIn(ctx, partition, req)
+}
+
 func (p *Pool) pick() *Set {
 	p.dispatched.Add(1)
 	n := len(p.sets)

@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natsfleet/natsfleet/broker"
+	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
 // Child processes are this test binary re-executed with childEnv set: TestMain
@@ -38,6 +41,7 @@ type childConfig struct {
 	Request     Request       `json:"request"`
 	ResourceTTL time.Duration `json:"resource_ttl"`
 	Raw         bool          `json:"raw"` // bench: raw KV CAS on key Name instead of a set
+	Partitions  []string      `json:"partitions"`
 }
 
 const childConfigEnv = "LIMITS_TEST_CHILD_CONFIG"
@@ -84,6 +88,8 @@ func runChildMode(mode string, nc *nats.Conn, cfg childConfig, out *lineWriter) 
 		err = childSoak(s, cfg, out)
 	case "hold":
 		err = childHold(s, cfg, out)
+	case "partitions":
+		err = childPartitions(s, cfg, out)
 	case "bench":
 		ctx := context.Background()
 		err = childBench(cfg, out, func() error {
@@ -148,6 +154,48 @@ func childSoak(s *Set, cfg childConfig, out *lineWriter) error {
 	}
 	wg.Wait()
 	close(errs)
+	return <-errs
+}
+
+// childPartitions prints "READY" and, at the first line on stdin, takes
+// from every partition in turn on every goroutine, without waiting, for the
+// duration, then prints "P <partition> <admitted>" per partition.
+func childPartitions(s *Set, cfg childConfig, out *lineWriter) error {
+	out.printf("READY")
+	if err := out.flush(); err != nil {
+		return err
+	}
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration)
+	defer cancel()
+	counts := make([]atomic.Int64, len(cfg.Partitions))
+	var wg sync.WaitGroup
+	errs := make(chan error, cfg.Goroutines)
+	for g := range cfg.Goroutines {
+		wg.Go(func() {
+			for i := g; ctx.Err() == nil; i++ {
+				p := i % len(cfg.Partitions)
+				_, err := s.TryAcquireIn(ctx, cfg.Partitions[p], cfg.Request)
+				switch {
+				case err == nil:
+					counts[p].Add(1)
+				case errors.Is(err, ErrWouldWait):
+				case ctx.Err() != nil: // the run ended while it was queued
+					return
+				default:
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for i, p := range cfg.Partitions {
+		out.printf("P %s %d", p, counts[i].Load())
+	}
 	return <-errs
 }
 
@@ -322,7 +370,7 @@ func TestKVSoakProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	const capacity, slots = 100, 5
 	window := 500 * time.Millisecond
 	ls := []Limit{
@@ -370,6 +418,47 @@ func TestKVSoakProcesses(t *testing.T) {
 	t.Logf("%d admissions by 4 processes × 8 goroutines in %v", len(decided), d)
 }
 
+// TestKVPartitionsAcrossProcesses: two processes take from two partitions
+// of one shared set as fast as they can: each partition admits exactly its
+// own capacity, fleet-wide.
+func TestKVPartitionsAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
+	const capacity = 200
+	ls := []Limit{CallLimit{Window: time.Hour, Capacity: capacity, PerPartition: true}}
+	cfg := childConfig{URL: srv.ClientURL(), Name: "tenants", Limits: marshalLimits(t, ls...), Goroutines: 4,
+		Duration: 2 * time.Second, Partitions: []string{"acme", "globex"}}
+	children := []*child{startChild(t, "partitions", cfg), startChild(t, "partitions", cfg)}
+	for _, c := range children {
+		c.expect(t, "READY", 30*time.Second)
+	}
+	for _, c := range children {
+		fmt.Fprintln(c.stdin, "GO")
+	}
+	admitted := map[string][]int{}
+	for _, c := range children {
+		for l := range c.lines {
+			var p string
+			var n int
+			if _, err := fmt.Sscanf(l, "P %s %d", &p, &n); err != nil {
+				t.Fatalf("child line %q: %v", l, err)
+			}
+			admitted[p] = append(admitted[p], n)
+		}
+		<-c.done
+		if c.err != nil {
+			t.Fatalf("child: %v", c.err)
+		}
+	}
+	for _, p := range cfg.Partitions {
+		ns := admitted[p]
+		if len(ns) != 2 || ns[0]+ns[1] != capacity || ns[0] == 0 || ns[1] == 0 {
+			t.Fatalf("partition %s: the processes admitted %v, want %d in all, by both", p, ns, capacity)
+		}
+		t.Logf("partition %s: the two processes admitted %d and %d of %d", p, ns[0], ns[1], capacity)
+	}
+}
+
 // maxOverlap is the most intervals that overlap at one instant.
 func maxOverlap(iv [][2]int64) int {
 	type edge struct {
@@ -400,7 +489,7 @@ func maxOverlap(iv [][2]int64) int {
 // anyone's help.
 func TestKVSigkillReturnsSlots(t *testing.T) {
 	t.Parallel()
-	srv := runServer(t)
+	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	ttl := time.Second
 	ls := []Limit{ResourceLimit{Key: "gpu", Capacity: 2}}
 	c := startChild(t, "hold", childConfig{URL: srv.ClientURL(), Name: "gpus", Limits: marshalLimits(t, ls...),

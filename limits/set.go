@@ -2,11 +2,11 @@ package limits
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +33,13 @@ type Provider interface {
 	// wrapping ErrWouldWait when the request does not fit now. (A KV-backed set
 	// still makes its network round trip.)
 	TryAcquire(ctx context.Context, req Request) (*Acquisition, error)
+	// AcquireIn is Acquire in one partition of the per-partition limits, a
+	// tenant or customer ID for example: each partition has its own budget.
+	// On a set without per-partition limits the partition is ignored (with
+	// one warning per set).
+	AcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error)
+	// TryAcquireIn is TryAcquire in one partition.
+	TryAcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error)
 	// Stats reports every limit by key. For a Pool, see Pool.Stats.
 	Stats() map[string]Stats
 	// ForWorker returns the provider worker number index should use: a Set
@@ -44,8 +51,9 @@ type Provider interface {
 type KVMode uint8
 
 const (
-	// Exact writes every admission to the shared state: one compare-and-set per
-	// Acquire, about as fast as the bucket's CAS rate on a hot key.
+	// Exact writes every admission to the shared state: the acquisitions of a
+	// set waiting at once in a process share one compare-and-set, taken in
+	// arrival order (see the package doc, Coalescing).
 	Exact KVMode = iota
 	// Lease takes a batch of units per limit from the shared state into a local
 	// reservoir, serves admissions from it without a round trip, and gives the
@@ -116,6 +124,12 @@ type SetOptions struct {
 	// must be unique among the sets sharing a name: a set trims its entry to
 	// what it holds itself. Default: generated, hostname-pid-nuid.
 	Holder string
+	// Replicas is how many servers keep the KV bucket when NewSet creates it
+	// (1 to 5). Default 0: 3 when the server belongs to a JetStream cluster
+	// that can place 3 replicas, else 1. A bucket that exists already is used
+	// as it is, with one warning per process when its replicas or history
+	// differ from what NewSet would have made.
+	Replicas int
 }
 
 // Defaults of SetOptions.
@@ -127,18 +141,24 @@ const (
 	maxLimits = 64
 	// inlineLimits: acquisitions of sets this small allocate once.
 	inlineLimits = 4
+	// maxReplicas is JetStream's bound on a stream's replicas.
+	maxReplicas = 5
 )
+
+// MaxPartitionLen bounds a partition name, in bytes.
+const MaxPartitionLen = 256
 
 // Set enforces a group of limits together: each acquisition takes from all of
 // them at once or from none. Safe for concurrent use.
 type Set struct {
-	opts   SetOptions // defaults applied
-	defs   []limitDef // sorted by key: the order of the shared state
-	index  map[string]int
-	params []rateParams // by def index; zero for resources
-	be     backend
-	closed atomic.Bool
-	warned sync.Map // warning kind + key -> struct{}
+	opts        SetOptions // defaults applied
+	defs        []limitDef // sorted by key: the order of the shared state
+	index       map[string]int
+	params      []rateParams // by def index; zero for resources
+	partitioned bool         // every limit is per partition
+	be          backend
+	closed      atomic.Bool
+	warned      sync.Map // warning kind + key -> struct{}
 }
 
 var (
@@ -152,7 +172,9 @@ type backend interface {
 	acquire(ctx context.Context, a *Acquisition, block bool) error
 	// release returns a's resources and refunds a.refund(i) where it applies.
 	release(a *Acquisition) error
-	stats() map[string]Stats
+	// stats reports a partition ("" in an unpartitioned set), or for "" in a
+	// partitioned set a fresh partition and how many partitions have state.
+	stats(part string) map[string]Stats
 	close() error
 }
 
@@ -180,6 +202,9 @@ func NewSet(opts SetOptions, ls ...Limit) (*Set, error) {
 		s.defs = append(s.defs, d)
 	}
 	sort.Slice(s.defs, func(i, j int) bool { return s.defs[i].key < s.defs[j].key })
+	if err := s.checkPartitioning(); err != nil {
+		return nil, err
+	}
 	margin := time.Duration(0)
 	if opts.Name != "" {
 		margin = opts.MaxSkew
@@ -221,9 +246,16 @@ func (o *SetOptions) normalize() error {
 		return invalidf("lease size must be finite and >= 0, got %g", o.LeaseSize)
 	case o.LeaseTTL < 0 || o.ResourceLeaseTTL < 0 || o.MaxSkew < 0:
 		return invalidf("durations must be >= 0")
+	case o.Replicas < 0 || o.Replicas > maxReplicas:
+		return invalidf("replicas must be 0 (the default) to %d, got %d", maxReplicas, o.Replicas)
+	case o.Name == "" && o.Replicas != 0:
+		return invalidf("replicas need a shared set (SetOptions.Name and Conn)")
 	}
 	if o.Name != "" && !validKey(o.Name) {
 		return invalidf("set name %q is not a valid KV key (letters, digits, '-', '_', '=', '/', '.')", o.Name)
+	}
+	if strings.Contains(o.Name, partitionSep) {
+		return invalidf("set name %q contains %q, which separates a set's name from its partitions in KV keys", o.Name, partitionSep)
 	}
 	if o.Bucket == "" {
 		o.Bucket = DefaultBucket
@@ -261,21 +293,64 @@ func validKey(k string) bool {
 	return true
 }
 
-// Acquire implements Provider.
+// checkPartitioning enforces that a set is partitioned wholly or not at all:
+// an acquisition over a set-wide and a per-partition limit would touch two
+// keys of a shared set, and no compare-and-set makes that atomic.
+func (s *Set) checkPartitioning() error {
+	per := 0
+	for _, d := range s.defs {
+		if d.perPart {
+			per++
+		}
+	}
+	switch {
+	case per == 0:
+		return nil
+	case per < len(s.defs):
+		return invalidf("a set's limits are all per partition or none (%d of %d are): use one set per kind of budget", per, len(s.defs))
+	case s.opts.Mode == Lease:
+		return invalidf("mode %v does not serve per-partition limits: use Exact", s.opts.Mode)
+	}
+	s.partitioned = true
+	return nil
+}
+
+// Acquire implements Provider. On a set with per-partition limits it fails
+// with ErrInvalidPartition: name the partition with AcquireIn.
 func (s *Set) Acquire(ctx context.Context, req Request) (*Acquisition, error) {
-	return s.acquire(ctx, req, true)
+	return s.acquire(ctx, "", req, true)
 }
 
 // TryAcquire implements Provider.
 func (s *Set) TryAcquire(ctx context.Context, req Request) (*Acquisition, error) {
-	return s.acquire(ctx, req, false)
+	return s.acquire(ctx, "", req, false)
 }
 
-func (s *Set) acquire(ctx context.Context, req Request, block bool) (*Acquisition, error) {
+// AcquireIn implements Provider. A partition's budget is made on first use
+// and forgotten when it is back at rest (see the package doc, Partitions).
+// An empty partition or one longer than MaxPartitionLen bytes fails with
+// ErrInvalidPartition.
+func (s *Set) AcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error) {
+	return s.acquire(ctx, partition, req, true)
+}
+
+// TryAcquireIn implements Provider.
+func (s *Set) TryAcquireIn(ctx context.Context, partition string, req Request) (*Acquisition, error) {
+	return s.acquire(ctx, partition, req, false)
+}
+
+func (s *Set) acquire(ctx context.Context, part string, req Request, block bool) (*Acquisition, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := s.checkPartition(part); err != nil {
+		return nil, err
+	}
+	if !s.partitioned {
+		part = ""
+	}
 	a := s.newAcquisition()
+	a.part = part
 	if err := s.resolve(req, a); err != nil {
 		return nil, err
 	}
@@ -289,8 +364,36 @@ func (s *Set) acquire(ctx context.Context, req Request, block bool) (*Acquisitio
 	return a, nil
 }
 
-// Stats implements Provider: one entry per limit key.
-func (s *Set) Stats() map[string]Stats { return s.be.stats() }
+func (s *Set) checkPartition(part string) error {
+	switch {
+	case !s.partitioned:
+		if part != "" {
+			s.warnOnce("partition", "", "limits: partition named on a set without per-partition limits; ignored")
+		}
+		return nil
+	case part == "":
+		return fmt.Errorf("%w: the set's limits are per partition: name one with AcquireIn", ErrInvalidPartition)
+	case len(part) > MaxPartitionLen:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidPartition, len(part), MaxPartitionLen)
+	}
+	return nil
+}
+
+// Stats implements Provider: one entry per limit key. For a set with
+// per-partition limits it reports what a partition without use has, and
+// Extra["partitions"], the number of partitions this process keeps state
+// for; StatsIn reports one partition.
+func (s *Set) Stats() map[string]Stats { return s.be.stats("") }
+
+// StatsIn reports one partition of a set with per-partition limits (on
+// another set, it is Stats). A shared set reports the partition's state as
+// this process last saw it: a partition it never used shows no use.
+func (s *Set) StatsIn(partition string) map[string]Stats {
+	if !s.partitioned || partition == "" {
+		return s.Stats()
+	}
+	return s.be.stats(partition)
+}
 
 // ForWorker implements Provider: a set is shared by all workers as it is.
 func (s *Set) ForWorker(int) Provider { return s }
@@ -395,198 +498,4 @@ func (s *Set) keys() []string {
 		ks[i] = d.key
 	}
 	return ks
-}
-
-// Acquisition is what Acquire granted. Report actual usage with Update, then
-// Release (typically deferred). Safe for concurrent use.
-type Acquisition struct {
-	set        *Set // nil: Noop's acquisition
-	at         int64
-	amounts    []float64 // requested, by def index
-	used       []float64 // reported usage, by def index
-	taken      uint64
-	mustUpdate uint64
-	updated    uint64
-	mu         sync.Mutex
-	released   bool
-	buf        [2 * inlineLimits]float64
-}
-
-func (s *Set) newAcquisition() *Acquisition {
-	a := &Acquisition{set: s}
-	if n := len(s.defs); n <= inlineLimits {
-		a.amounts, a.used = a.buf[:n:n], a.buf[inlineLimits:inlineLimits+n]
-	} else {
-		b := make([]float64, 2*n)
-		a.amounts, a.used = b[:n:n], b[n:]
-	}
-	return a
-}
-
-// Time is when the limits admitted the acquisition, by the set's clock.
-func (a *Acquisition) Time() time.Time { return time.Unix(0, a.at) }
-
-// Requested returns the amount taken from the limit key (0 if none).
-func (a *Acquisition) Requested(key string) float64 {
-	if a.set == nil {
-		return 0
-	}
-	if i, ok := a.set.index[key]; ok {
-		return a.amounts[i]
-	}
-	return 0
-}
-
-// Update records the amount actually used per key; the last call wins. Release
-// refunds requested-minus-used where the algorithm allows (token bucket, GCRA).
-// Usage above the request is logged and counted as the request (the units were
-// spent; nothing more is taken). Unknown keys are logged once and ignored.
-// Errors: ErrReleased after Release; ErrInvalidAmount for a negative amount or
-// an implicit CallLimit usage other than 1 (nothing is recorded then).
-func (a *Acquisition) Update(u Usage) error {
-	s := a.set
-	if s == nil {
-		return nil
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.released {
-		return ErrReleased
-	}
-	for k, v := range u {
-		i, ok := s.index[k]
-		if !ok || a.taken&(1<<i) == 0 {
-			continue
-		}
-		if !(v >= 0) || math.IsInf(v, 1) {
-			return amountf("usage must be finite and >= 0, got %g for limit %q", v, k)
-		}
-		if s.defs[i].kind == kindCall && a.amounts[i] == 1 && v != 1 {
-			return amountf("usage %g for limit %q of an implicit acquisition must be 1", v, k)
-		}
-	}
-	for k, v := range u {
-		i, ok := s.index[k]
-		if !ok || a.taken&(1<<i) == 0 {
-			s.warnOnce("update", k, "limits: update of a limit key not acquired; ignored")
-			continue
-		}
-		if v > a.amounts[i] {
-			s.warnOnce("overuse", k, "limits: usage exceeds the requested amount; counted as the requested amount")
-			v = a.amounts[i]
-		}
-		a.used[i] = v
-		a.updated |= 1 << i
-	}
-	return nil
-}
-
-// Release gives back what the acquisition holds: resource slots, and unused
-// units of refunding algorithms. It is idempotent, and it releases everything
-// even when a required Update is missing (those limits count as fully used);
-// then it also returns a *NotUpdatedError naming the keys. A shared set's
-// Release waits at most 10s for the bucket.
-func (a *Acquisition) Release() error {
-	s := a.set
-	if s == nil {
-		return nil
-	}
-	a.mu.Lock()
-	if a.released {
-		a.mu.Unlock()
-		return nil
-	}
-	a.released = true
-	missing := a.mustUpdate &^ a.updated
-	a.mu.Unlock()
-	var err error
-	if a.holdsReturnable() {
-		err = s.be.release(a)
-	}
-	if missing != 0 {
-		var keys []string
-		for i, d := range s.defs {
-			if missing&(1<<i) != 0 {
-				keys = append(keys, d.key)
-			}
-		}
-		err = errors.Join(err, &NotUpdatedError{Keys: keys})
-	}
-	return err
-}
-
-// holdsReturnable reports whether release has anything to give back.
-func (a *Acquisition) holdsReturnable() bool {
-	for i, d := range a.set.defs {
-		if a.taken&(1<<i) != 0 && (d.kind == kindResource || a.refund(i) > 0) {
-			return true
-		}
-	}
-	return false
-}
-
-// refund is what release gives back to rate limit i.
-func (a *Acquisition) refund(i int) float64 {
-	if a.updated&(1<<i) == 0 || !a.set.defs[i].alg.refunds() {
-		return 0
-	}
-	return a.amounts[i] - a.used[i]
-}
-
-// untilChange is a wait with no known end: only a change of state (a release)
-// can end it.
-const untilChange = math.MaxInt64
-
-// sleep waits for wake to close, d nanoseconds (untilChange: no timer), ctx, or
-// done.
-func sleep(ctx context.Context, wake, done <-chan struct{}, d int64) error {
-	var timer <-chan time.Time
-	if d < untilChange {
-		t := time.NewTimer(time.Duration(d))
-		defer t.Stop()
-		timer = t.C
-	}
-	select {
-	case <-wake:
-	case <-timer:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-done:
-		return ErrClosed
-	}
-	return nil
-}
-
-func waitErr(key string, err error) error {
-	if errors.Is(err, ErrClosed) {
-		return err
-	}
-	return fmt.Errorf("limits: waiting for limit %q: %w", key, err)
-}
-
-func wouldWait(key string, d int64) error {
-	if d >= untilChange {
-		return fmt.Errorf("%w: limit %q is held", ErrWouldWait, key)
-	}
-	return fmt.Errorf("%w: limit %q frees up in %v", ErrWouldWait, key, time.Duration(d))
-}
-
-// blocker accumulates why an acquisition cannot proceed: the first limit
-// that blocks, and the longest wait (untilChange dominates only when no limit
-// has a known wait, since a timer is needed for those anyway).
-type blocker struct {
-	key  string
-	wait int64 // 0: not blocked
-}
-
-func (b *blocker) add(key string, w int64) {
-	if w == 0 {
-		return
-	}
-	if b.wait == 0 {
-		b.key = key
-	}
-	if b.wait == 0 || b.wait == untilChange || (w != untilChange && w > b.wait) {
-		b.wait = w
-	}
 }

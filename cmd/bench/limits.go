@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -22,20 +23,26 @@ import (
 // The KV rows: kvProcs child processes × kvGoroutines goroutines admit through one shared CallLimit as fast as they
 // can. Its capacity is far above what they reach, so the figure is the cost of an admission, not the limit. The
 // raw baseline is the loop a programmer writes by hand on one KV key: get, then update with the revision read,
-// re-reading after a conflict.
+// re-reading after a conflict. The exact contenders coalesce the concurrent acquisitions of each process into one
+// compare-and-set. The partitioned row does the same with a CallLimit per partition, each acquisition naming one
+// of kvPartitions at random: one key each, so few acquisitions share a write, but processes rarely collide.
 const (
 	rowKV        = "shared CallLimit over KV, 4 processes × 8 goroutines"
 	cRawCAS      = "raw single-key KV CAS loop"
 	cKVExact     = "natsfleet KV exact"
 	cKVLease     = "natsfleet KV lease"
 	cKVExactTB   = "natsfleet KV exact, token bucket"
+	rowKVPart    = "partitioned CallLimit over KV, 1,000 partitions, 4 processes × 8 goroutines"
+	cKVPart      = "natsfleet KV exact, a partition at random per acquisition"
 	kvProcs      = 4
 	kvGoroutines = 8
 	kvCapacity   = 1e9 // per second: never binding
-	// The over-admission check: a CallLimit whose window outlasts the check, hammered for checkFor, may admit
-	// checkCapacity in all.
-	checkCapacity = 2000
-	checkFor      = 2 * time.Second
+	kvPartitions = 1000
+	// The over-admission checks: a CallLimit whose window outlasts the check, hammered for checkFor, may admit
+	// checkCapacity in all, or checkPartCapacity in each partition.
+	checkCapacity     = 2000
+	checkPartCapacity = 5
+	checkFor          = 2 * time.Second
 
 	rowMemLimit    = "in-memory limit acquire+release, 8 goroutines"
 	cMemSet        = "natsfleet in-memory set"
@@ -52,13 +59,16 @@ const (
 	admExactTB    = "exact-tb"
 	admCheckExact = "check-exact"
 	admCheckLease = "check-lease"
+	admPart       = "partitions"
+	admCheckPart  = "check-partitions"
 )
 
 // serveLimits is the limits child: it prepares admitters on "PREP <name>" (answering OK), runs one for a duration
-// on its goroutines on "RUN <name> <ns>" (answering "DONE <admissions> <elapsed ns>"), and closes them at the end
-// of stdin.
+// on its goroutines on "RUN <name> <ns>" (answering "DONE <admissions> <elapsed ns>", followed for the partition
+// check by the admissions of each partition of that run), and closes them at the end of stdin.
 func serveLimits(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) error {
 	adms := make(map[string]func(ctx context.Context) (int, error))
+	var perPart []atomic.Int64 // the partition check's admissions of the current run, by partition
 	var sets []*limits.Set
 	defer func() {
 		for _, s := range sets {
@@ -89,6 +99,49 @@ func serveLimits(nc *nats.Conn, cfg childConfig, say func(string, ...any) error)
 			}
 		}, nil
 	}
+	// A partitioned set: each acquisition in a partition drawn at random; with count, TryAcquire, counting each
+	// partition's admissions.
+	newPartSet := func(name string, l limits.Limit, count []atomic.Int64) (func(ctx context.Context) (int, error), error) {
+		s, err := limits.NewSet(limits.SetOptions{Name: name, Conn: nc}, l)
+		if err != nil {
+			return nil, err
+		}
+		sets = append(sets, s)
+		parts := make([]string, kvPartitions)
+		for i := range parts {
+			parts[i] = fmt.Sprintf("tenant-%d", i)
+		}
+		return func(ctx context.Context) (int, error) {
+			n := 0
+			for ctx.Err() == nil {
+				p := rand.IntN(len(parts))
+				var a *limits.Acquisition
+				var err error
+				if count == nil {
+					a, err = s.AcquireIn(ctx, parts[p], nil)
+				} else {
+					a, err = s.TryAcquireIn(ctx, parts[p], nil)
+				}
+				switch {
+				case err == nil:
+				case ctx.Err() != nil:
+					return n, nil
+				case errors.Is(err, limits.ErrWouldWait):
+					continue
+				default:
+					return n, err
+				}
+				n++
+				if count != nil {
+					count[p].Add(1)
+				}
+				if err := a.Release(); err != nil {
+					return n, err
+				}
+			}
+			return n, nil
+		}, nil
+	}
 	if err := say("READY"); err != nil {
 		return err
 	}
@@ -117,6 +170,13 @@ func serveLimits(nc *nats.Conn, cfg childConfig, say func(string, ...any) error)
 			case admCheckLease:
 				adm, err = newSet(limits.SetOptions{Name: "bench-check-lease", Mode: limits.Lease},
 					limits.CallLimit{Window: time.Hour, Capacity: checkCapacity})
+			case admPart:
+				adm, err = newPartSet("bench-partitions",
+					limits.CallLimit{Window: time.Second, Capacity: kvCapacity, PerPartition: true}, nil)
+			case admCheckPart:
+				perPart = make([]atomic.Int64, kvPartitions)
+				adm, err = newPartSet("bench-check-partitions",
+					limits.CallLimit{Window: time.Hour, Capacity: checkPartCapacity, PerPartition: true}, perPart)
 			default:
 				err = fmt.Errorf("unknown admitter %q", f[1])
 			}
@@ -132,9 +192,18 @@ func serveLimits(nc *nats.Conn, cfg childConfig, say func(string, ...any) error)
 			var n int
 			var el time.Duration
 			n, el, err = runAdmitter(adms[f[1]], cfg.Goroutines, time.Duration(ns))
-			if err == nil {
-				err = say("DONE %d %d", n, el.Nanoseconds())
+			if err != nil {
+				break
 			}
+			line := fmt.Sprintf("DONE %d %d", n, el.Nanoseconds())
+			if f[1] == admCheckPart {
+				var b strings.Builder
+				for i := range perPart {
+					fmt.Fprintf(&b, " %d", perPart[i].Swap(0))
+				}
+				line += b.String()
+			}
+			err = say("%s", line)
 		default:
 			err = fmt.Errorf("bad command %q", in.Text())
 		}
@@ -219,27 +288,48 @@ func rawCAS(nc *nats.Conn) (func(ctx context.Context) (int, error), error) {
 	}, nil
 }
 
-// kvRun runs admitter name on every child for d and returns the admissions per second of them all.
-func kvRun(cs []*child, name string, d time.Duration) (total int, perSecond float64, err error) {
+// kvRun runs admitter name on every child for d and returns the admissions per second of them all, and the
+// children's DONE lines.
+func kvRun(cs []*child, name string, d time.Duration) (total int, perSecond float64, lines []string, err error) {
 	for _, c := range cs {
 		if err := c.send("RUN %s %d", name, d.Nanoseconds()); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 	}
 	for _, c := range cs {
 		line, err := c.expect("DONE", d+30*time.Second)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		var n int
 		var ns int64
 		if _, err := fmt.Sscanf(line, "%d %d", &n, &ns); err != nil {
-			return 0, 0, fmt.Errorf("limits child said %q: %w", line, err)
+			return 0, 0, nil, fmt.Errorf("limits child said %q: %w", line, err)
 		}
 		total += n
 		perSecond += float64(n) / time.Duration(ns).Seconds()
+		lines = append(lines, line)
 	}
-	return total, perSecond, nil
+	return total, perSecond, lines, nil
+}
+
+// perPartition sums the children's admissions per partition from their DONE lines.
+func perPartition(lines []string) ([]int, error) {
+	sum := make([]int, kvPartitions)
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) != 2+kvPartitions {
+			return nil, fmt.Errorf("limits child said %d fields, want %d", len(f), 2+kvPartitions)
+		}
+		for i, v := range f[2:] {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, err
+			}
+			sum[i] += n
+		}
+	}
+	return sum, nil
 }
 
 func (b *bench) kvLimits() error {
@@ -253,10 +343,10 @@ func (b *bench) kvLimits() error {
 		return err
 	}
 	defer stopChildren(cs)
-	for _, c := range []string{cKVExact, cRawCAS, cKVLease, cKVExactTB} {
+	for _, c := range []string{cKVExact, cRawCAS, cKVLease, cKVExactTB, cKVPart} {
 		b.procsOf[c] = pids(cs...)
 	}
-	for _, name := range []string{admExact, admExactTB, admLease, admRaw, admCheckExact, admCheckLease} {
+	for _, name := range []string{admExact, admExactTB, admLease, admRaw, admCheckExact, admCheckLease, admPart, admCheckPart} {
 		for _, c := range cs {
 			if err := c.send("PREP %s", name); err != nil {
 				return err
@@ -268,7 +358,7 @@ func (b *bench) kvLimits() error {
 	}
 	run := func(name string) func(time.Duration) (float64, error) {
 		return func(d time.Duration) (float64, error) {
-			_, ps, err := kvRun(cs, name, d)
+			_, ps, _, err := kvRun(cs, name, d)
 			return ps, err
 		}
 	}
@@ -284,8 +374,11 @@ func (b *bench) kvLimits() error {
 	if r := b.find(rowKV, cKVLease); r != nil {
 		r.Note = fmt.Sprintf("lease size %g", b.opts.leaseSize)
 	}
+	if err := b.measure(rowKVPart, acqPerSec, contender{cKVPart, run(admPart)}); err != nil {
+		return err
+	}
 	for _, c := range []struct{ name, adm string }{{"KV exact", admCheckExact}, {"KV lease", admCheckLease}} {
-		n, _, err := kvRun(cs, c.adm, checkFor)
+		n, _, _, err := kvRun(cs, c.adm, checkFor)
 		if err != nil {
 			return err
 		}
@@ -293,6 +386,25 @@ func (b *bench) kvLimits() error {
 			fmt.Sprintf("4 processes × 8 goroutines admitted %d of a capacity of %d (CallLimit, 1h window) in %v",
 				n, checkCapacity, checkFor), n <= checkCapacity)
 	}
+	n, _, lines, err := kvRun(cs, admCheckPart, checkFor)
+	if err != nil {
+		return err
+	}
+	counts, err := perPartition(lines)
+	if err != nil {
+		return err
+	}
+	most, full := 0, 0
+	for _, c := range counts {
+		most = max(most, c)
+		if c == checkPartCapacity {
+			full++
+		}
+	}
+	b.addCheck("KV exact partitions never over-admit",
+		fmt.Sprintf("4 processes × 8 goroutines admitted %d in %v over %d partitions of a capacity of %d each (CallLimit, 1h "+
+			"window): at most %d in one, %d partitions full", n, checkFor, kvPartitions, checkPartCapacity, most, full),
+		most <= checkPartCapacity)
 	return nil
 }
 

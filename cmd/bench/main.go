@@ -67,7 +67,7 @@ var groups = []group{
 	{"fleet-pipe", "4 workers in 2 agent processes at 256 and 1024 in flight", (*bench).fleetPipelined},
 	{"uneven", "10% of calls 50x slower: least-active and round robin vs micro's random queue group", (*bench).uneven},
 	{"balancer", "balancer Pick+Done at 4 and 4,096 workers per algorithm", (*bench).balancerRows},
-	{"kv", "shared CallLimit over JetStream KV, 4 processes × 8 goroutines: exact, lease, raw CAS; over-admission check", (*bench).kvLimits},
+	{"kv", "shared CallLimit over JetStream KV, 4 processes × 8 goroutines: exact, lease, raw CAS, 1,000 partitions; over-admission checks", (*bench).kvLimits},
 	{"memlimit", "in-memory limit acquire+release, 8 goroutines, vs rate.Limiter.Allow", (*bench).memLimits},
 	{"memory", "bytes per in-flight call at 100k in flight; RSS of idle children", (*bench).memory},
 }

@@ -1,5 +1,5 @@
 // Command fleetdemo walks through concurry's "Worker Pools" guide with natsfleet: thread, process and fleet pools,
-// load balancing, shared limits, progress bars, a three-pool pipeline, retries and on-demand workers. Every section
+// load balancing, shared limits (also per customer), progress bars, a three-pool pipeline, retries and on-demand workers. Every section
 // checks its own results; the program exits 1 when any check failed.
 //
 //	fleetdemo --nats nats://127.0.0.1:4222   # use a running server and its worker agents (what `make run` does)
@@ -60,6 +60,7 @@ var sections = []section{
 	{"Process pool: 4 child processes, errors and panics across processes", processPool},
 	{"Fleet: a pool spawned on the agents, and Attach to standing workers", fleetPools},
 	{"Limits: a shared call rate and token budget, a shared connection pool", sharedLimits},
+	{"Limits per customer: a budget per partition, shared by every process", partitionedLimits},
 	{"Progress: bars of calls running in child processes, and a Gather bar", progress},
 	{"Pipeline: Fetcher (thread) -> Processor (process) -> Storer (thread)", pipeline},
 	{"Retries: FlakyWorker failing 30% of its calls", retries},
@@ -625,6 +626,44 @@ func sharedLimits(ctx context.Context, d *runner) {
 		d.printf("the shared set as this program sees it after the queries: %s", b)
 	}
 	d.stats("DatabaseWorker process pool", db)
+}
+
+// partitionedLimits gives every customer its own budget: the limits are declared per partition, and each
+// acquisition names its customer. Two sets sharing the name stand for two processes.
+func partitionedLimits(ctx context.Context, d *runner) {
+	const perCustomer = 3
+	lims := []limits.Limit{limits.CallLimit{Window: time.Minute, Capacity: perCustomer, PerPartition: true}}
+	// A name of its own per run, so that a rerun within the minute starts with full budgets.
+	name := fmt.Sprintf("fleetdemo-customers-%d", time.Now().UnixNano())
+	var sets []*limits.Set
+	for range 2 {
+		set, err := limits.NewSet(limits.SetOptions{Name: name, Conn: d.nc}, lims...)
+		if d.failed("create the per-customer set", err) {
+			return
+		}
+		defer set.Close()
+		sets = append(sets, set)
+	}
+	asked := map[string]int{"acme": 5, "globex": 2, "initech": 4}
+	admitted := map[string]int{}
+	for _, customer := range []string{"acme", "globex", "initech"} {
+		for i := range asked[customer] {
+			_, err := sets[i%2].TryAcquireIn(ctx, customer, nil) // the processes take turns
+			switch {
+			case err == nil:
+				admitted[customer]++
+			case !errors.Is(err, limits.ErrWouldWait):
+				d.failed("acquire for "+customer, err)
+				return
+			}
+		}
+		want := min(asked[customer], perCustomer)
+		d.printf("%-8s asked %d calls through two processes, %d admitted (%d a minute per customer)", customer,
+			asked[customer], admitted[customer], perCustomer)
+		d.expect(admitted[customer] == want, "%s: %d calls admitted, want %d", customer, admitted[customer], want)
+	}
+	b, _ := json.Marshal(sets[0].StatsIn("acme")["call_count"])
+	d.printf("acme's budget as one of the processes sees it: %s", b)
 }
 
 // maxConcurrent is the largest number of spans that overlap at one instant; a span ending when another starts does

@@ -58,6 +58,8 @@ type WorkerSpec struct {
 	LimitSet string `msgpack:"limit_set,omitempty" json:"limit_set,omitempty"`
 	// LimitBucket is the limit set's KV bucket; "" means the limits package's default.
 	LimitBucket string `msgpack:"limit_bucket,omitempty" json:"limit_bucket,omitempty"`
+	// LimitReplicas are the replicas of the limit set's bucket if the worker makes it; 0 means the default.
+	LimitReplicas int `msgpack:"limit_replicas,omitempty" json:"limit_replicas,omitempty"`
 	// Prefix is the subject prefix; "" means "fleet".
 	Prefix            string        `msgpack:"prefix,omitempty" json:"prefix,omitempty"`
 	HeartbeatInterval time.Duration `msgpack:"heartbeat,omitempty" json:"heartbeat,omitempty"`
