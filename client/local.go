@@ -17,6 +17,7 @@ import (
 // localTransport hosts a pool's workers in this process: goroutines (Thread, Asyncio) or the caller itself (Sync).
 type localTransport struct {
 	pool *Pool
+	kind actor.Kind
 	args []any
 	seq  atomic.Uint64 // makes worker IDs unique, replacements and on-demand workers included
 	// inline runs Sync calls in their callers one at a time.
@@ -31,7 +32,7 @@ type localWorker struct {
 
 func (t *localTransport) start(_ context.Context, index int) (worker, error) {
 	p := t.pool
-	w, err := actor.Registry.Start(p.name, actor.Options{
+	w, err := t.kind.Start(actor.Options{
 		ID:         p.id + "-" + strconv.Itoa(index) + "-" + strconv.FormatUint(t.seq.Add(1), 36),
 		Index:      index,
 		Concurrent: p.opts.Mode == Asyncio,
@@ -49,7 +50,7 @@ func (t *localTransport) start(_ context.Context, index int) (worker, error) {
 
 func (t *localTransport) prepare(c *call) error {
 	p := t.pool
-	m, err := actor.Registry.Method(p.name, c.method)
+	m, err := t.kind.Method(c.method)
 	if err != nil {
 		return err
 	}
@@ -98,12 +99,15 @@ func (*localTransport) report(*PoolStats) {}
 
 // decodeRawArgs decodes results of remote futures passed on to an in-process method into its parameter types.
 func decodeRawArgs(m actor.Method, args []any) ([]any, error) {
-	params := m.Params()
+	var params []reflect.Type
 	out := args
 	for i, a := range args {
 		rv, ok := a.(rawValue)
 		if !ok {
 			continue
+		}
+		if params == nil {
+			params = m.Params()
 		}
 		if i >= len(params) {
 			break // the count error is reported by Method.Args

@@ -13,6 +13,7 @@ import (
 
 	"github.com/natsfleet/natsfleet/balancer"
 	"github.com/natsfleet/natsfleet/fleet"
+	"github.com/natsfleet/natsfleet/internal/actor"
 	"github.com/natsfleet/natsfleet/limits"
 )
 
@@ -92,7 +93,11 @@ func New(ctx context.Context, kind *fleet.Kind, opts Options, args ...any) (*Poo
 		if err := p.setupLimits(); err != nil {
 			return nil, err
 		}
-		p.tr = &localTransport{pool: p, args: args}
+		k, err := actor.Registry.Kind(kind.Name())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		}
+		p.tr = &localTransport{pool: p, kind: k, args: args}
 	} else {
 		// Remote workers build the pool's limits themselves, sharing them by name through JetStream KV
 		// (remoteTransport.limitsSpec).

@@ -11,24 +11,25 @@ import (
 
 func init() { actor.Registry = kindRegistry{} }
 
-// kindRegistry is how package client starts in-process workers of the registered kinds (actor.Registry).
+// kindRegistry is how package client reaches the registered kinds and errors (actor.Registry).
 type kindRegistry struct{}
 
-func (kindRegistry) Start(kind string, opts actor.Options, args []any) (*actor.Worker, error) {
-	k, err := Lookup(kind)
+func (kindRegistry) Kind(name string) (actor.Kind, error) {
+	k, err := Lookup(name)
 	if err != nil {
 		return nil, err
 	}
-	return k.start(opts, args)
+	return actorKind{k}, nil
 }
 
-func (kindRegistry) Method(kind, name string) (actor.Method, error) {
-	k, err := Lookup(kind)
-	if err != nil {
-		return nil, err
-	}
-	return k.method(name)
-}
+func (kindRegistry) RemoteError(e wire.Error) error { return decodeError(e) }
+
+// actorKind is a Kind as package client starts its workers and calls its methods (actor.Kind).
+type actorKind struct{ k *Kind }
+
+func (a actorKind) Start(opts actor.Options, args []any) (*actor.Worker, error) { return a.k.start(opts, args) }
+
+func (a actorKind) Method(name string) (actor.Method, error) { return a.k.method(name) }
 
 // start builds an instance of the kind with the constructor arguments args and starts a worker serving it.
 func (k *Kind) start(opts actor.Options, args []any) (*actor.Worker, error) {
@@ -46,5 +47,3 @@ func (k *Kind) startInstance(inst reflect.Value, opts actor.Options) *actor.Work
 	opts.Kind, opts.Stopped = k.name, ErrWorkerStopped
 	return actor.Start(inst, opts)
 }
-
-func (kindRegistry) RemoteError(e wire.Error) error { return decodeError(e) }

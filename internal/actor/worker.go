@@ -44,6 +44,7 @@ type Worker struct {
 	// held counts the calls submitted (by Submit or RunIfIdle) and not yet finished; RunIfIdle runs a call only
 	// when it is 0. A call is done with before it is replied to, so the caller's next call finds the worker idle.
 	held atomic.Int64
+	_    [56]byte // callers write held on every call; the worker goroutine alone writes current
 
 	current atomic.Pointer[Task] // the running call, one at a time
 	signal  chan struct{}
