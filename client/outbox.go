@@ -366,7 +366,7 @@ func (w *remoteWorker) publishOne(c *call) {
 	mux := w.t.mux
 	n := mux.filed(c)
 	c.rc.sentAt.CompareAndSwap(0, time.Now().UnixNano())
-	o := wire.GetOut(w.subject)
+	o := wire.GetCall(w.subject)
 	o.Msg.Reply, o.Msg.Data = string(mux.appendReply(nil, n)), c.rc.body
 	o.Set(wire.FieldCallID, c.callID())
 	o.Set(wire.FieldMethod, c.method)

@@ -59,6 +59,7 @@ type replyBatch struct {
 	mu      sync.Mutex
 	isOpen  bool
 	entries []pendingReply
+	bodies  []byte // the entries' msgpack bodies, one after the other
 
 	// flush's, the subscription goroutine's alone
 	out  []wire.BatchReply
@@ -67,11 +68,10 @@ type replyBatch struct {
 	body []byte
 }
 
-// pendingReply is a gathered reply; its subject is prefix+token, and its body is the copy the worker's outcomes keep,
-// which nothing overwrites.
+// pendingReply is a gathered reply; its subject is prefix+token.
 type pendingReply struct {
 	prefix, token, status string
-	body                  []byte
+	start, end            int // of its body in replyBatch.bodies
 }
 
 const (
@@ -95,8 +95,10 @@ func (b *replyBatch) open() {
 }
 
 // add gathers a reply to subject, when a batch is open and the subject has the form {prefix}{token} that reply batches
-// need (the prefix ending with a '.'). It reports whether it did; the caller publishes the reply alone otherwise.
-func (b *replyBatch) add(subject, status string, body []byte) bool {
+// need (the prefix ending with a '.'): enc appends its body, and keep sees it before anything else can overwrite it.
+// It reports whether it gathered the reply; the caller publishes the reply alone otherwise.
+func (b *replyBatch) add(subject string, enc func(dst []byte) (string, []byte, bool),
+	keep func(status string, body []byte)) bool {
 	i := strings.LastIndexByte(subject, '.')
 	if i < 0 || i == len(subject)-1 {
 		return false
@@ -106,7 +108,16 @@ func (b *replyBatch) add(subject, status string, body []byte) bool {
 	if !b.isOpen {
 		return false
 	}
-	b.entries = append(b.entries, pendingReply{prefix: subject[:i+1], token: subject[i+1:], status: status, body: body})
+	start := len(b.bodies)
+	status, bodies, ok := enc(b.bodies)
+	if !ok {
+		b.bodies = bodies[:start]
+		return true // nothing to send: the failure is logged
+	}
+	b.bodies = bodies
+	b.entries = append(b.entries, pendingReply{prefix: subject[:i+1], token: subject[i+1:], status: status,
+		start: start, end: len(bodies)})
+	keep(status, bodies[start:])
 	return true
 }
 
@@ -116,9 +127,9 @@ func (b *replyBatch) add(subject, status string, body []byte) bool {
 func (b *replyBatch) flush(h *hosted) {
 	b.mu.Lock()
 	b.isOpen = false
-	entries := b.entries
+	entries, bodies := b.entries, b.bodies
 	b.mu.Unlock()
-	// Until this goroutine opens the next batch, no one else touches entries.
+	// Until this goroutine opens the next batch, no one else touches entries or bodies.
 	limit := int(h.nc.MaxPayload()) - replyBatchOverhead
 	for first := range entries {
 		prefix := entries[first].prefix
@@ -131,7 +142,7 @@ func (b *replyBatch) flush(h *hosted) {
 			if e.prefix != prefix {
 				continue
 			}
-			status, body := e.status, e.body
+			status, body := e.status, bodies[e.start:e.end]
 			esize := len(e.token) + len(status) + len(body) + replyEntryOverhead
 			if esize > limit {
 				var err error
@@ -157,8 +168,11 @@ func (b *replyBatch) flush(h *hosted) {
 		b.out = out[:0]
 	}
 	clear(entries)
+	if cap(bodies) > maxKeptBody {
+		bodies = nil
+	}
 	b.mu.Lock()
-	b.entries = entries[:0]
+	b.entries, b.bodies = entries[:0], bodies[:0]
 	b.mu.Unlock()
 }
 

@@ -75,7 +75,7 @@ func (h *hosted) endSuspicion(now time.Time) {
 
 // gate is the worker's actor.Options.Gate: a call starts unless the worker is aborting or its caller fenced the
 // worker (see above).
-func (h *hosted) gate(t *actor.Task) error {
+func (h *hosted) gate(t *actor.Task, now time.Time) error {
 	if r := h.refusal.Load(); r != nil {
 		return r.errFor(t.CallID)
 	}
@@ -83,7 +83,7 @@ func (h *hosted) gate(t *actor.Task) error {
 	// the tick on, so one of the two checks sees the worker was away.
 	last := h.lastTick.Load()
 	if !h.fence.suspect.Load() && !h.fence.verdicts.Load() {
-		if time.Since(time.Unix(0, last)) <= h.suspectFor() {
+		if now.UnixNano()-last <= int64(h.suspectFor()) {
 			return nil
 		}
 		h.suspect("its heartbeats stalled")

@@ -83,7 +83,7 @@ func (c *call) fail(err error) {
 }
 
 func (c *call) progress(p wire.Progress) {
-	o := wire.GetOut(c.inbox)
+	o := wire.GetReply(c.inbox)
 	defer o.Put()
 	o.Set(wire.FieldCallID, c.CallID)
 	o.Set(wire.FieldStatus, wire.StatusProgress)

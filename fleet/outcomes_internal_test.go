@@ -22,10 +22,11 @@ func TestOutcomesBounds(t *testing.T) {
 		t.Fatalf("keeps %d outcomes, want at most %d", o.n, maxOutcomes)
 	}
 	last := maxOutcomes + chunkOutcomes
-	if _, body, ok := o.find(id("A", last)); !ok || body[0] != byte(last) {
-		t.Fatalf("newest outcome not kept: %v %v", body, ok)
+	if e, ok := o.find(id("A", last)); !ok || e.body[0] != byte(last) || e.reply != "r."+fmt.Sprint(last) ||
+		e.status != wire.StatusOK || e.ctype != "application/msgpack" {
+		t.Fatalf("newest outcome not kept as sent: %+v %v", e, ok)
 	}
-	if _, _, ok := o.find(id("A", 1)); ok {
+	if _, ok := o.find(id("A", 1)); ok {
 		t.Fatal("the oldest outcome is still kept")
 	}
 	// Call numbers are base 36: "A-1" dropped, so "A-1" is forgotten, and so is any lower number.
@@ -43,11 +44,11 @@ func TestOutcomesBounds(t *testing.T) {
 	var aged outcomes
 	aged.add(t0, "C-1", "r.1", "", wire.StatusOK, "", []byte{1})
 	aged.prune(time.Unix(0, t0).Add(outcomeAge - time.Second))
-	if _, _, ok := aged.find("C-1"); !ok {
+	if _, ok := aged.find("C-1"); !ok {
 		t.Fatal("an outcome younger than outcomeAge was dropped")
 	}
 	aged.prune(time.Unix(0, t0).Add(outcomeAge + time.Second))
-	if _, _, ok := aged.find("C-1"); ok || !aged.forgot("C-1") {
+	if _, ok := aged.find("C-1"); ok || !aged.forgot("C-1") {
 		t.Fatal("an outcome older than outcomeAge is still kept")
 	}
 

@@ -20,10 +20,10 @@ type Options struct {
 	Limits     limits.Provider // limits the worker's methods see through fleet.Limits; default none
 	// Stopped is the error calls submitted to a stopping worker fail with (fleet.ErrWorkerStopped, wrapped).
 	Stopped error
-	// Gate, when set, is asked before each call starts; a call it returns an error for fails with it, unrun. A
-	// served worker that was frozen or cut off checks with its callers there that they still count on it. It may
-	// block. Default nil: every call starts.
-	Gate func(t *Task) error
+	// Gate, when set, is asked before each call starts, with the time it starts at; a call it returns an error for
+	// fails with it, unrun. A served worker that was frozen or cut off checks with its callers there that they still
+	// count on it. It may block. Default nil: every call starts.
+	Gate func(t *Task, now time.Time) error
 }
 
 // Worker hosts one instance of a kind and runs the calls submitted to it: one at a time in arrival order (actor
@@ -306,14 +306,18 @@ func (w *Worker) exec(t *Task, held bool) {
 		w.finish(t, nil, t.Ctx.Err(), held)
 		return
 	}
+	rt, timed := t.Reply.(RunTimer)
+	var start time.Time
+	if timed || w.opts.Gate != nil {
+		start = time.Now() // one clock read serves both: a clock read costs more than a short method on some machines
+	}
 	if w.opts.Gate != nil {
-		if err := w.opts.Gate(t); err != nil {
+		if err := w.opts.Gate(t, start); err != nil {
 			w.finish(t, nil, err, held)
 			return
 		}
 	}
-	if rt, ok := t.Reply.(RunTimer); ok {
-		start := time.Now()
+	if timed {
 		res, err := t.Method.Run(w, t)
 		rt.Ran(start, time.Now())
 		w.finish(t, res, err, held)
