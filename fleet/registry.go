@@ -27,7 +27,9 @@ func (kindRegistry) RemoteError(e wire.Error) error { return decodeError(e) }
 // actorKind is a Kind as package client starts its workers and calls its methods (actor.Kind).
 type actorKind struct{ k *Kind }
 
-func (a actorKind) Start(opts actor.Options, args []any) (*actor.Worker, error) { return a.k.start(opts, args) }
+func (a actorKind) Start(opts actor.Options, args []any) (*actor.Worker, error) {
+	return a.k.start(opts, args)
+}
 
 func (a actorKind) Method(name string) (actor.Method, error) { return a.k.method(name) }
 

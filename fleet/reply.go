@@ -20,7 +20,9 @@ const replyOverhead = 512
 // worker keeps a copy for reconciles.
 func (h *hosted) answer(at int64, subject, id, trace string, cd codec.Codec, batched bool, res any, err error) {
 	enc := func(dst []byte) (string, []byte, bool) { return h.encodeOutcome(dst, id, cd, res, err) }
-	keep := func(status string, body []byte) { h.outcomes.add(at, id, subject, trace, status, cd.ContentType(), body) }
+	keep := func(status string, body []byte) {
+		h.outcomes.add(at, id, subject, trace, status, cd.ContentType(), body)
+	}
 	if batched && h.replies.add(subject, enc, keep) {
 		return
 	}
