@@ -43,6 +43,9 @@ type EmbeddedOptions struct {
 	JetStreamMaxMemory, JetStreamMaxStore int64
 	// MaxPayload is the largest message the server accepts, in bytes. Default 0: the server's 1 MiB.
 	MaxPayload int32
+	// MaxPending is how many bytes the server holds for a client that reads too slowly before it cuts the client
+	// off as a slow consumer. Default 0: the server's 64 MiB.
+	MaxPending int64
 
 	// Client authentication. Default: none, any client may connect. User/Password and NKeys may be combined;
 	// Token excludes both. Embedded.Connect authenticates in-process connections with User/Password or Token.
@@ -146,6 +149,7 @@ func (o EmbeddedOptions) serverOptions() (*server.Options, error) {
 		JetStreamMaxMemory: o.JetStreamMaxMemory,
 		JetStreamMaxStore:  o.JetStreamMaxStore,
 		MaxPayload:         o.MaxPayload,
+		MaxPending:         o.MaxPending,
 		Authorization:      o.Token,
 		NoLog:              true,
 		NoSigs:             true, // signals belong to the program that embeds the server

@@ -120,6 +120,7 @@ func (t *remoteTransport) monitor() {
 	}
 	keepalive := p.kind != nil // a pool that started its workers keeps them alive; Attach's outlive it
 	var ticks int
+	last := time.Now().UnixNano()
 	for {
 		select {
 		case <-t.quit:
@@ -130,6 +131,12 @@ func (t *remoteTransport) monitor() {
 		case <-tick.C:
 		}
 		now := time.Now().UnixNano()
+		// A tick far later than its interval: this process did not run (frozen, starved), and heard nothing.
+		// Like a connection that came back, that proves nothing about the workers.
+		if away := now - last; away > int64(2*iv) {
+			t.heardNothingFor(now)
+		}
+		last = now
 		if ticks++; keepalive && ticks%4 == 0 {
 			_ = t.nc.Publish(t.subj.PoolKeepalive(p.id), nil)
 		}
@@ -173,13 +180,19 @@ func (t *remoteTransport) connChanged(s nats.Status) {
 			return
 		}
 		t.downSince = 0
-		t.mu.Lock()
-		for _, w := range t.workers {
-			w.lastSeen.Store(now)
-			w.rec.needed.Store(true)
-		}
-		t.mu.Unlock()
+		t.heardNothingFor(now)
 	}
+}
+
+// heardNothingFor gives every worker three intervals from now to be heard from again, and has the pool reconcile
+// its calls with each at its next heartbeat: for a while the pool could hear nothing.
+func (t *remoteTransport) heardNothingFor(now int64) {
+	t.mu.Lock()
+	for _, w := range t.workers {
+		w.lastSeen.Store(now)
+		w.rec.needed.Store(true)
+	}
+	t.mu.Unlock()
 }
 
 // giveUp fails the calls in flight on every worker once the pool's connection has been down for a whole lease: the

@@ -28,7 +28,7 @@ type outcomes struct {
 
 const (
 	maxOutcomes     = 1024
-	maxOutcomeBytes = 1 << 20
+	maxOutcomeBytes = 16 << 20
 	outcomeAge      = 30 * time.Second
 	chunkOutcomes   = 128
 )

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,12 @@ var workerBin string
 
 func TestMain(m *testing.M) {
 	fleet.ServeIfChild()
+	if os.Getenv(envTestAgent) != "" {
+		testAgentMain()
+	}
+	if os.Getenv(envTestClient) != "" {
+		testClientMain()
+	}
 	if os.Getenv(envOrphanParent) != "" {
 		orphanParent()
 	}
@@ -105,7 +112,13 @@ func result[T any](t *testing.T, f *client.Future[T]) T {
 // startAgent runs cmd/worker as a process with args and waits until it serves.
 func startAgent(t *testing.T, url string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(workerBin, append([]string{"--nats", url}, args...)...)
+	return runAgent(t, exec.Command(workerBin, append([]string{"--nats", url}, args...)...))
+}
+
+// runAgent starts an agent's command and waits until it serves (its first line of output); it is stopped when the
+// test ends.
+func runAgent(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	ready := &readyWriter{ch: make(chan struct{})}
 	cmd.Stdout = ready
@@ -134,6 +147,8 @@ func stopProcess(t *testing.T, cmd *exec.Cmd) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		time.Sleep(time.Second)
 		_ = cmd.Process.Kill()
 		<-done
 		t.Errorf("process %d did not exit on SIGINT; killed", cmd.Process.Pid)
