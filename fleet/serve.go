@@ -111,7 +111,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	}
 	k, err := Lookup(spec.Kind)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: serve: %w", err)
+		return nil, err
 	}
 	if spec.ID == "" {
 		spec.ID = nuid.Next()
@@ -130,7 +130,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	}
 	args, err := decodeConstructorArgs(k, spec.Args)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: serve: %w", err)
+		return nil, err
 	}
 	h := &hosted{nc: nc, spec: spec, kind: k, subjects: broker.Subjects{Prefix: spec.Prefix}, agent: opts.Agent,
 		maxCall: opts.MaxCallBytes, drain: opts.DrainTimeout, log: opts.Logger, onStop: opts.onStop,
@@ -161,7 +161,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	inst, err := k.constructValues(args)
 	if err != nil {
 		h.closeSet()
-		return nil, fmt.Errorf("fleet: serve: %w", err)
+		return nil, err
 	}
 	h.w = k.startInstance(inst, wopts)
 	h.svc.init(k, opts.OnCall)

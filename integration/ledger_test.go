@@ -21,8 +21,8 @@ import (
 	"github.com/natsfleet/natsfleet/internal/testutil"
 )
 
-// Ledger is a worker that writes down every call it starts, in a file per process under its directory, so that a
-// test can count the runs of each call across processes: no call of a fault test may run twice.
+// Ledger is a worker that writes down every call it starts (its method and call ID), in a file per process under its
+// directory, so that a test can count the runs of each call across processes: no call of a fault test may run twice.
 type Ledger struct{ dir string }
 
 func NewLedger(dir string) *Ledger { return &Ledger{dir: dir} }
@@ -71,13 +71,13 @@ func (l *Ledger) record(ctx context.Context) error {
 		return err
 	}
 	defer f.Close()
-	_, err = fmt.Fprintln(f, info.CallID)
+	_, err = fmt.Fprintln(f, info.Method, info.CallID)
 	return err
 }
 
 var ledgerKind = fleet.Register("Ledger", NewLedger).Idempotent("Again")
 
-// Broken is a kind whose constructor always fails, after writing down that it ran.
+// Broken is a kind whose constructor writes down that it ran and fails unless dir holds a file named "ok".
 type Broken struct{}
 
 func NewBroken(dir string) (*Broken, error) {
@@ -86,7 +86,10 @@ func NewBroken(dir string) (*Broken, error) {
 		fmt.Fprintln(f, os.Getpid())
 		f.Close()
 	}
-	return nil, errors.New("broken on purpose")
+	if _, err := os.Stat(filepath.Join(dir, "ok")); err != nil {
+		return nil, errors.New("broken on purpose")
+	}
+	return &Broken{}, nil
 }
 
 func (*Broken) Nothing() {}
