@@ -48,9 +48,34 @@
 // not wait for the slowest worker each time; over many runs every worker gets its share. BENCHMARKS.md measures what
 // batching and runs change.
 //
-// Workers send heartbeats; one silent for three intervals (Options.HeartbeatInterval, default 1 s), or a child
-// process that exits, is lost: its in-flight calls fail with ErrWorkerLost and the pool starts a replacement. A call
-// sent alone to a worker that is already gone fails at once (NATS reports no responders).
+// # Faults
+//
+// A fleet loses connections, servers and processes as a matter of course; a pool holds its calls to these promises,
+// where HB is the heartbeat interval (Options.HeartbeatInterval, default 1 s; a standing worker that advertises a
+// longer one is given that):
+//
+//   - No future waits forever. Every call in flight resolves, with its result or a typed error, within a bound set
+//     by HB whatever the call's own deadline: a worker silent for 3 HB while the pool's connection is up, or a child
+//     process that exits, is lost and its calls fail with ErrWorkerLost; a pool whose own connection stays down for
+//     the lease (10 HB) fails its calls with ErrConnectionLost.
+//   - A connection loss loses no call and runs none twice. A worker keeps the outcomes of its recent calls (the
+//     last 1,024, up to 16 MiB, for 30 s) and the IDs of those it accepted. After the pool's connection comes back,
+//     after the worker's does, and when a reply is 3 HB overdue from a worker that is alive, the pool reconciles:
+//     the worker sends its kept outcomes again, calls it is running are awaited, and calls it never received are sent
+//     again, which is safe for any method because they never started. A reply that arrives twice is dropped.
+//   - Liveness runs both ways. The pool sends a keepalive every HB; a worker it started that hears none for the
+//     lease stops taking calls, starts none of those queued, cancels those running and exits, so agent capacity and
+//     limit slots come back when a client dies (standing workers stay: they outlive clients by design). A worker
+//     declared lost is told so, and it asks the pool before it starts a call sent before the loss (a fence): a frozen
+//     worker that wakes starts none of the calls already failed.
+//   - The pool restores its size. A lost worker's replacement is tried again with backoff (100 ms doubling to 10 s)
+//     until it serves or the pool stops; PoolStats.Replacing and StartError say what is pending and why. A worker
+//     that cannot start fails New after three attempts with its constructor's error, leaving nothing running.
+//
+// A call to a lost worker fails rather than moves, because the method may have run partly: sending a charge or an
+// append again is the caller's decision. Methods that are safe to run twice opt in, with fleet.Kind.Idempotent at
+// registration or CallOptions.Idempotent per call; their calls in flight on a lost worker go to a live one instead
+// (PoolStats.Failovers counts them), as Ray retries a task max_task_retries times.
 //
 // A Process-mode child runs with GOMAXPROCS 1 (Options.ChildMaxProcs): it runs one worker's calls one at a time, and
 // its siblings share the machine's CPUs. Raise it for methods that run goroutines in parallel.
@@ -80,7 +105,7 @@
 // A method's error reaches Result with its identity: errors.Is and errors.As work in-process, and across processes
 // for sentinels registered with fleet.RegisterError; other remote errors are *fleet.RemoteError with the type name,
 // message and, for panics, the worker's stack. The pool's own conditions are sentinels: ErrPoolStopped,
-// ErrNoWorkers, ErrWorkerLost, ErrInvalidOptions, ErrResultType, and fleet.ErrUnknownMethod and
+// ErrNoWorkers, ErrWorkerLost, ErrConnectionLost, ErrInvalidOptions, ErrResultType, and fleet.ErrUnknownMethod and
 // fleet.ErrBadArguments for calls that name no method or give wrong arguments.
 //
 // # Choices where concurry is silent

@@ -167,7 +167,7 @@ func (t *remoteTransport) monitor() {
 }
 
 // connChanged follows the pool's connection: while it is down, silence proves nothing; once it is back, every worker
-// has three intervals to be heard from again and is reconciled with at its next heartbeat.
+// has three intervals to be heard from again, and the pool reconciles its calls with each.
 func (t *remoteTransport) connChanged(s nats.Status) {
 	now := time.Now().UnixNano()
 	switch s {
@@ -181,7 +181,19 @@ func (t *remoteTransport) connChanged(s nats.Status) {
 		}
 		t.downSince = 0
 		t.heardNothingFor(now)
+		t.reconcileAll()
 	}
+}
+
+// reconcileAll reconciles with every worker now, not at its next heartbeat: the pool's connection is back.
+func (t *remoteTransport) reconcileAll() {
+	t.mu.Lock()
+	for _, w := range t.workers {
+		if w.isReady() && !w.rec.running.Load() {
+			go w.reconcile()
+		}
+	}
+	t.mu.Unlock()
 }
 
 // heardNothingFor gives every worker three intervals from now to be heard from again, and has the pool reconcile

@@ -214,7 +214,10 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 		}
 		w.replied(c, cd, nil, actor.Registry.RemoteError(e))
 	case wire.StatusNoResponders:
-		w.fail(c, fmt.Errorf("%w: no worker listens on %s (no responders)", ErrWorkerLost, w.wid))
+		// The call never reached the worker: gone, or not back on the server yet after a reconnect. It stays in
+		// flight; the reconcile at the worker's next heartbeat sends it again, and a worker that sends none is
+		// lost within three intervals, failing it.
+		w.rec.needed.Store(true)
 	default:
 		w.fail(c, fmt.Errorf("client: reply to %s without %s header", c.method, wire.HeaderStatus))
 	}

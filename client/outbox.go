@@ -352,13 +352,23 @@ func (w *remoteWorker) publishBatch(calls []*call) {
 	if cap(body) <= maxKeptBatch {
 		w.batchBody = body[:0]
 	}
-	if err != nil {
+	if err != nil && !w.undelivered(err) {
 		for _, c := range calls {
 			if !c.settled() {
 				w.fail(c, fmt.Errorf("client: send %s to %s: %w", c.method, w.wid, err))
 			}
 		}
 	}
+}
+
+// undelivered reports whether err says only that a call could not be sent yet: the connection is down and its
+// reconnect buffer full. The call stays in flight, and the reconcile after the reconnect sends it again.
+func (w *remoteWorker) undelivered(err error) bool {
+	if !errors.Is(err, nats.ErrReconnectBufExceeded) {
+		return false
+	}
+	w.rec.needed.Store(true)
+	return true
 }
 
 // publishOne sends c in a message of its own.
@@ -383,7 +393,7 @@ func (w *remoteWorker) publishOne(c *call) {
 	}
 	err := w.t.nc.PublishMsg(&o.Msg)
 	o.Put()
-	if err != nil {
+	if err != nil && !w.undelivered(err) {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			err = fmt.Errorf("%w: %w", fleet.ErrPayloadTooLarge, err)
 		}

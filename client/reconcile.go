@@ -1,10 +1,12 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/natsfleet/natsfleet/internal/wire"
@@ -60,11 +62,7 @@ func (w *remoteWorker) reconcile() {
 		return
 	}
 	t := w.t
-	o := wire.GetOut(t.subj.Control(w.wid))
-	o.Set(wire.FieldControl, wire.ControlReconcile)
-	o.Msg.Data = body
-	reply, err := t.nc.RequestMsg(&o.Msg, 2*w.interval())
-	o.Put()
+	reply, err := w.askReconcile(body)
 	var states []wire.CallState
 	if err == nil {
 		if st, _ := wire.ReadReply(reply); st != wire.StatusOK {
@@ -101,6 +99,33 @@ func (w *remoteWorker) reconcile() {
 	if resent+lost > 0 {
 		t.pool.opts.Logger.Info("client: reconciled calls with a worker", "pool", t.pool.id, "worker", w.wid,
 			"calls", len(calls), "resent", resent, "lost", lost)
+	}
+}
+
+// Just after a reconnect a worker may not be back on the server yet, which answers for it that nobody listens; the
+// pool asks again every noRespondersWait, up to noRespondersTries times, then leaves it to the worker's heartbeats.
+const (
+	noRespondersWait  = 100 * time.Millisecond
+	noRespondersTries = 10
+)
+
+// askReconcile sends the worker the IDs of the calls it has not answered and returns its reply.
+func (w *remoteWorker) askReconcile(body []byte) (*nats.Msg, error) {
+	t := w.t
+	for try := 1; ; try++ {
+		o := wire.GetOut(t.subj.Control(w.wid))
+		o.Set(wire.FieldControl, wire.ControlReconcile)
+		o.Msg.Data = body
+		reply, err := t.nc.RequestMsg(&o.Msg, 2*w.interval())
+		o.Put()
+		if !errors.Is(err, nats.ErrNoResponders) || try == noRespondersTries {
+			return reply, err
+		}
+		select {
+		case <-time.After(noRespondersWait):
+		case <-t.quit:
+			return nil, err
+		}
 	}
 }
 

@@ -60,6 +60,9 @@ func (h *hosted) reconnected(down time.Duration) {
 	if down > h.suspectFor() {
 		h.suspect(fmt.Sprintf("its connection was down for %s", down.Round(time.Millisecond)))
 	}
+	// The heartbeat tells the callers of the reconnect at once (it counts them), so that they reconcile now rather
+	// than up to an interval later.
+	h.beat()
 }
 
 // endSuspicion ends a suspicion once what was buffered while the worker was away has come through: nothing waits in

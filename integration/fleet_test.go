@@ -105,7 +105,10 @@ func TestAttachSeesWorkersJoinAndLeave(t *testing.T) {
 	}
 }
 
-func TestCallsFailFastWhenAllWorkersAreGone(t *testing.T) {
+// TestCallsToGoneWorkersFailWithinLiveness kills the agent of an attached pool's standing workers: a call sent then
+// meets NATS no responders, which may also mean a worker not back from a reconnect yet, so it waits for the worker's
+// liveness (three heartbeat intervals) and fails with ErrWorkerLost; calls after that fail at once with ErrNoWorkers.
+func TestCallsToGoneWorkersFailWithinLiveness(t *testing.T) {
 	srv := testutil.StartServer(t, broker.EmbeddedOptions{})
 	agent := startAgent(t, srv.ClientURL(), "--capacity", "0", "--serve", "DataProcessor=2", "--args", "DataProcessor=[3]")
 	nc := testutil.Connect(t, srv.ClientURL())
@@ -123,14 +126,21 @@ func TestCallsFailFastWhenAllWorkersAreGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = agent.Wait()
-	// Before the loss is detected calls meet NATS no-responders; after, the pool has no workers. Neither hangs.
+	killed := time.Now()
+	_, err = client.Call[int](p, "Process", 1).Result(ctx)
+	if !errors.Is(err, client.ErrWorkerLost) {
+		t.Fatalf("call to a killed fleet = %v, want ErrWorkerLost", err)
+	}
+	// Three intervals of 1 s after the last heartbeat, which came at most an interval before the kill.
+	if d := time.Since(killed); d > 4*time.Second {
+		t.Fatalf("call failed %s after the kill, want within three heartbeat intervals", d)
+	}
 	for i := range 3 {
 		start := time.Now()
-		_, err := client.Call[int](p, "Process", i).Result(ctx)
-		if !errors.Is(err, client.ErrWorkerLost) && !errors.Is(err, client.ErrNoWorkers) {
-			t.Fatalf("call %d to a dead fleet = %v, want ErrWorkerLost or ErrNoWorkers", i, err)
+		if _, err := client.Call[int](p, "Process", i).Result(ctx); !errors.Is(err, client.ErrNoWorkers) {
+			t.Fatalf("call %d to a pool with no workers = %v, want ErrNoWorkers", i, err)
 		}
-		if d := time.Since(start); d > time.Second {
+		if d := time.Since(start); d > 100*time.Millisecond {
 			t.Fatalf("call %d took %s to fail", i, d)
 		}
 	}

@@ -29,7 +29,7 @@ const (
 
 // Child roles.
 const (
-	roleServer = "server" // the NATS server with JetStream; says READY <client URL>
+	roleServer = "server" // the NATS server with JetStream; says READY <client URL>; "restart <ms>" takes it down and back
 	roleRaw    = "raw"    // a plain NATS responder answering every request with the same reply
 	roleMicro  = "micro"  // a nats.go micro service with an echo and a work endpoint
 	roleAgent  = "agent"  // a natsfleet agent offering capacity to fleet-mode pools
@@ -44,6 +44,10 @@ type childConfig struct {
 	// Goroutines and LeaseSize configure a limits child.
 	Goroutines int     `json:"goroutines,omitempty"`
 	LeaseSize  float64 `json:"lease_size,omitempty"`
+	// Port and Store fix a server's port and JetStream store, so that it can restart in place; default a free port
+	// and a temporary store.
+	Port  int    `json:"port,omitempty"`
+	Store string `json:"store,omitempty"`
 }
 
 // child is a running child process. It prints READY when it serves, reads commands from stdin (limits), and
@@ -193,7 +197,7 @@ func childMain(role string) error {
 		return out.Flush()
 	}
 	if role == roleServer {
-		return serveServer(say)
+		return serveServer(cfg, say)
 	}
 	nc, err := nats.Connect(cfg.URL, nats.MaxReconnects(-1))
 	if err != nil {
@@ -213,17 +217,38 @@ func childMain(role string) error {
 	return errors.New("unknown role")
 }
 
-// serveServer runs an embedded NATS server with JetStream (store in a temporary directory) on a free loopback port.
-func serveServer(say func(string, ...any) error) error {
-	srv, err := broker.StartEmbedded(broker.EmbeddedOptions{})
+// serveServer runs an embedded NATS server with JetStream on cfg's port and store (by default a free loopback port
+// and a temporary store). A "restart <ms>" line on stdin shuts it down, waits that long and starts it again in place,
+// then says UP.
+func serveServer(cfg childConfig, say func(string, ...any) error) error {
+	opts := broker.EmbeddedOptions{Port: cfg.Port, StoreDir: cfg.Store}
+	srv, err := broker.StartEmbedded(opts)
 	if err != nil {
 		return err
 	}
-	defer srv.Shutdown()
+	defer func() { srv.Shutdown() }()
 	if err := say("READY %s", srv.ClientURL()); err != nil {
 		return err
 	}
-	untilStdinEnds()
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		ms, ok := strings.CutPrefix(sc.Text(), "restart ")
+		if !ok {
+			return fmt.Errorf("unknown command %q", sc.Text())
+		}
+		down, err := strconv.Atoi(ms)
+		if err != nil {
+			return err
+		}
+		srv.Shutdown()
+		time.Sleep(time.Duration(down) * time.Millisecond)
+		if srv, err = broker.StartEmbedded(opts); err != nil {
+			return err
+		}
+		if err := say("UP"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

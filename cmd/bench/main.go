@@ -65,6 +65,7 @@ var groups = []group{
 	{"process-seq", "1 worker process vs raw nc.Request and a nats.go micro endpoint in a child", (*bench).processSequential},
 	{"process-pipe", "4 worker processes at 256 and 1024 in flight vs raw pipelined and micro ×4", (*bench).processPipelined},
 	{"fleet-pipe", "4 workers in 2 agent processes at 256 and 1024 in flight", (*bench).fleetPipelined},
+	{"restart", "process, 256 in flight on 4 workers for 4 s, steady vs through a 1.5 s server restart in place", (*bench).restart},
 	{"uneven", "10% of calls 50x slower: least-active and round robin vs micro's random queue group", (*bench).uneven},
 	{"balancer", "balancer Pick+Done at 4 and 4,096 workers per algorithm", (*bench).balancerRows},
 	{"kv", "shared CallLimit over JetStream KV, 4 processes × 8 goroutines: exact, lease, raw CAS, 1,000 partitions; over-admission checks", (*bench).kvLimits},

@@ -253,8 +253,17 @@ func (b *bench) processSequential() error {
 // ringCalls keeps depth natsfleet calls in flight for d: a ring of futures, each slot waited for (in call order)
 // before it is reused. It returns completed calls per second, the tail included.
 func ringCalls(p *client.Pool, depth int) func(time.Duration) (float64, error) {
-	ctx := context.Background()
+	ring := ringCallsStalled(p, depth)
 	return func(d time.Duration) (float64, error) {
+		v, _, err := ring(d)
+		return v, err
+	}
+}
+
+// ringCallsStalled is ringCalls that also returns the longest time the ring waited for a call to complete.
+func ringCallsStalled(p *client.Pool, depth int) func(time.Duration) (float64, time.Duration, error) {
+	ctx := context.Background()
+	return func(d time.Duration) (float64, time.Duration, error) {
 		futs := make([]*client.Future[int], depth)
 		wait := func(i int) error {
 			if i < 0 {
@@ -267,19 +276,25 @@ func ringCalls(p *client.Pool, depth int) func(time.Duration) (float64, error) {
 			return err
 		}
 		start := time.Now()
+		last, stall := start, time.Duration(0)
 		n := 0
-		for ; time.Since(start) < d; n++ {
+		for ; ; n++ {
+			now := time.Now()
+			stall, last = max(stall, now.Sub(last)), now
+			if now.Sub(start) >= d {
+				break
+			}
 			if err := wait(n - depth); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			futs[n%depth] = client.Call[int](p, "Process", n%1000)
 		}
 		for i := n - depth; i < n; i++ {
 			if err := wait(i); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 		}
-		return perSec(n, time.Since(start)), nil
+		return perSec(n, time.Since(start)), stall, nil
 	}
 }
 

@@ -43,6 +43,10 @@ var ratioSpecs = func() []ratioSpec {
 		)
 	}
 	s = append(s,
+		ratioSpec{name: "restart: calls/s through a 1.5 s restart / steady (0.625 if recovery were free)",
+			num: key{rowRestart, cNFRestart}, den: key{rowRestart, cNFSteady}},
+		ratioSpec{name: "restart: seconds calls stalled beyond the 1.5 s outage", num: key{rowRestart, cNFStall},
+			op: "<=", target: 0.5, source: "issue 15"},
 		ratioSpec{name: "uneven: micro random time / natsfleet least-active time", num: key{rowUneven, cMicroRandom},
 			den: key{rowUneven, cNFLeast}, op: ">=", target: 1.5, source: "issue 7"},
 		ratioSpec{name: "uneven: natsfleet round robin time / least-active time", num: key{rowUneven, cNFRoundRobin},
