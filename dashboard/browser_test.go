@@ -21,7 +21,8 @@ import (
 
 // shown is what the page shows, read from its DOM: the text a person sees, not the snapshot behind it.
 type shown struct {
-	Stream string `json:"stream"`
+	At     float64 `json:"at"` // of the snapshot drawn last: drawing sets it last, so it stalls if drawing fails
+	Stream string  `json:"stream"`
 	Agents []struct {
 		ID       string `json:"id"`
 		Capacity int    `json:"capacity"`
@@ -51,6 +52,7 @@ type shown struct {
 const readPage = `(() => {
 	const text = (root, sel) => root.querySelector(sel).textContent.trim();
 	return {
+		at: +document.body.dataset.at,
 		stream: text(document, "#stream"),
 		agents: [...document.querySelectorAll("#agents tr[data-agent]")].map((r) => ({
 			id: r.dataset.agent, capacity: +text(r, ".capacity"), free: +text(r, ".free"), status: text(r, ".status")})),
@@ -106,22 +108,24 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("open the page: %v", err)
 	}
 	read := func() (shown, error) { return chromedp.Run(ctx, chromedp.Evaluate[shown](readPage)) }
-	// page polls the page until check accepts what it shows.
-	page := func(what string, check func(s shown) error) shown {
+	// page polls the page until check accepts what it shows, drawn from a snapshot newer than the last one checked.
+	var at float64
+	page := func(what string, check func(s shown) error) {
 		t.Helper()
-		var last shown
 		testutil.Eventually(t, 15*time.Second, func() error {
 			s, err := read()
 			if err != nil {
 				return err
 			}
-			last = s
+			if s.At <= at {
+				return fmt.Errorf("%s: the page shows the snapshot of %f still", what, s.At)
+			}
 			if err := check(s); err != nil {
 				return fmt.Errorf("%s: %w", what, err)
 			}
+			at = s.At
 			return nil
 		})
-		return last
 	}
 
 	page("two idle agents", func(s shown) error {

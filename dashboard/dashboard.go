@@ -38,7 +38,8 @@ type Options struct {
 	// Forget is how long a lost worker, an agent that stopped answering and a silent pool stay listed. Default 1
 	// minute.
 	Forget time.Duration
-	// Logger reports what the dashboard cannot read. Default slog.Default().
+	// Logger receives the dashboard's warnings (a page it failed to serve); what it cannot read of the fleet shows on
+	// the page instead. Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -181,17 +182,23 @@ func (d *Dashboard) refresh() {
 	d.mu.Unlock()
 	var (
 		agents []fleet.AgentInfo
+		notes  []string // what this refresh could not read, for the page
 		wg     sync.WaitGroup
 	)
+	if !d.nc.IsConnected() {
+		notes = append(notes, "not connected to NATS: "+d.nc.Status().String())
+	}
 	wg.Go(func() {
 		var err error
-		if agents, err = client.DiscoverAgents(d.ctx, d.nc, d.opts.Prefix); err != nil && d.ctx.Err() == nil {
-			d.opts.Logger.Warn("dashboard: agent discovery", "err", err)
+		if agents, err = client.DiscoverAgents(d.ctx, d.nc, d.opts.Prefix); err != nil && d.nc.IsConnected() {
+			notes = append(notes, err.Error())
 		}
 	})
 	stats := d.askStats(ids)
 	wg.Wait()
-	bucketNote := d.watchLimits()
+	if note := d.watchLimits(); note != "" {
+		notes = append(notes, note)
+	}
 
 	now := time.Now()
 	d.mu.Lock()
@@ -204,8 +211,8 @@ func (d *Dashboard) refresh() {
 	d.view.prune(now)
 	s := d.view.build(now)
 	s.Server, s.Prefix, s.Bucket = d.nc.ConnectedUrlRedacted(), d.opts.Prefix, d.opts.Bucket
-	if bucketNote != "" {
-		s.Problems = append([]string{bucketNote}, s.Problems...)
+	if len(notes) > 0 {
+		s.Problems = append(notes, s.Problems...)
 	}
 	b, err := json.Marshal(s)
 	if err != nil { // a snapshot holds nothing JSON cannot write; keep the last one should that change

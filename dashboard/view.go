@@ -196,7 +196,7 @@ func (v *view) prune(now time.Time) {
 // build is the Snapshot of the view at now.
 func (v *view) build(now time.Time) Snapshot {
 	s := Snapshot{At: unix(now), History: v.history.Seconds(), Agents: []Agent{}, Pools: []Pool{},
-		Limits: []LimitSet{}, Problems: slices.Clone(v.problems)}
+		Limits: []LimitSet{}, Problems: append([]string{}, v.problems...)}
 	busy := map[string]int64{} // in-flight calls by agent
 	pools := map[[2]string]*Pool{}
 	for id, w := range v.workers {
