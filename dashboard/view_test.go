@@ -1,6 +1,8 @@
 package dashboard
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,8 +135,15 @@ func TestPrune(t *testing.T) {
 	if len(v.workers) != 0 || len(v.agents) != 0 || len(v.alive) != 0 {
 		t.Errorf("a minute on: %d workers, %d agents, %d pools kept; want none", len(v.workers), len(v.agents), len(v.alive))
 	}
-	if s := v.build(t0.Add(time.Minute)); len(s.Agents) != 0 || len(s.Pools) != 0 || s.Agents == nil || s.Pools == nil {
-		t.Errorf("empty view: %+v, want empty lists", s)
+	// An empty view is empty lists, which the page draws, not nulls.
+	b, err := json.Marshal(v.build(t0.Add(time.Minute)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"agents":[]`, `"pools":[]`, `"limits":[]`, `"problems":[]`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("empty view %s lacks %s", b, want)
+		}
 	}
 }
 
