@@ -115,11 +115,12 @@ func (w *workerSeen) health(now time.Time) string {
 	return HealthLost
 }
 
-// polled lists the workers to ask for their stats at now: those that may answer.
+// polled lists the workers to ask for their stats at now: those that may answer, stopping ones included (they
+// answer until their calls have drained).
 func (v *view) polled(now time.Time) []string {
 	var ids []string
 	for id, w := range v.workers {
-		if h := w.health(now); h == HealthAlive || h == HealthLate {
+		if h := w.health(now); h != HealthLost {
 			ids = append(ids, id)
 		}
 	}

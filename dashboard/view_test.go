@@ -37,15 +37,20 @@ func TestWorkerHealth(t *testing.T) {
 			t.Errorf("%s after a heartbeat of interval 1s: %s, want %s", c.after, got, c.want)
 		}
 	}
-	// A worker that said it stops is stopping, not lost, and is not asked for stats.
+	// A worker that said it stops is stopping, not lost, and still asked for stats while it drains; a lost one no
+	// more.
 	stopping := hb("w", "K", "a", "p", 0, 0, 0)
 	stopping.Stopping = true
 	v.beat(stopping, t0)
 	if got := v.workers["w"].health(t0.Add(10 * time.Second)); got != HealthStopping {
 		t.Errorf("stopping worker: %s, want %s", got, HealthStopping)
 	}
-	if ids := v.polled(t0); len(ids) != 0 {
-		t.Errorf("polled %v, want none: the only worker stops", ids)
+	if ids := v.polled(t0); len(ids) != 1 {
+		t.Errorf("polled %v, want the stopping worker", ids)
+	}
+	v.beat(hb("gone", "K", "a", "p", 1, 0, 0), t0.Add(-4*time.Second))
+	if ids := v.polled(t0); len(ids) != 1 || ids[0] != "w" {
+		t.Errorf("polled %v, want the stopping worker and not the lost one", ids)
 	}
 	// An interval the heartbeat does not give is the default.
 	none := hb("x", "K", "a", "p", 1, 0, 0)

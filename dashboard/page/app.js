@@ -18,7 +18,7 @@ function el(tag, attrs, ...children) {
 
 const td = (cls, text) => el("td", { class: cls }, text);
 const num = (cls, n) => td(cls + " num", Number.isInteger(n) ? n : n.toFixed(2));
-const pct = (u) => (u * 100).toFixed(u > 0 && u < 0.1 ? 1 : 0) + "%";
+const pct = (u) => (u > 0 && u < 0.001 ? "<0.1" : (u * 100).toFixed(u > 0 && u < 0.1 ? 1 : 0)) + "%";
 const ago = (s) => (s < 1 ? "<1s" : s < 90 ? Math.round(s) + "s" : Math.round(s / 60) + "m") + " ago";
 const badge = (status) => el("span", { class: "badge " + status }, status);
 
@@ -66,8 +66,10 @@ function drawPools(s) {
   if (!cards.length) $("#pools").append(el("p", { class: "empty" }, "No worker heartbeats."));
 }
 
-// chart draws a limit's utilisation over the last span seconds up to at: 0 at the bottom, capacity at the top.
+// chart draws a limit's utilisation up to at, 0 at the bottom and capacity at the top, over the last span seconds or,
+// while the dashboard has watched for less, over what it has seen.
 function chart(history, at, span) {
+  if (history.length) span = Math.max(1, Math.min(span, at - history[0][0]));
   const W = 240, H = 36;
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "chart");
@@ -88,7 +90,7 @@ function chart(history, at, span) {
     add("polyline", { class: "line", points: line });
   }
   const title = document.createElementNS(SVG, "title");
-  title.textContent = `utilisation over the last ${Math.round(span / 60)} min`;
+  title.textContent = `utilisation over the last ${span < 90 ? Math.round(span) + " s" : Math.round(span / 60) + " min"}`;
   svg.append(title);
   return svg;
 }
@@ -106,7 +108,7 @@ function drawLimits(s) {
         td("utilization num", pct(l.utilization)), el("td", { class: "history" }, chart(l.history, s.at, s.history))));
     return el("div", { class: "card set", "data-set": set.name }, head, note,
       table(["Limit", "Algorithm", "Capacity", "Available", "In use", "Utilisation",
-        `Last ${Math.round(s.history / 60)} min`], rows, ""));
+        `Up to ${Math.round(s.history / 60)} min back`], rows, ""));
   });
   $("#limits").replaceChildren(...cards);
   if (!cards.length) $("#limits").append(el("p", { class: "empty" }, "No shared limit set in the bucket."));
