@@ -90,8 +90,7 @@ func parse(argv []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.broker.URL, "nats", "", "NATS server URL(s), comma-separated (default "+
-		"nats://127.0.0.1:4222)")
+	cfg.broker.AddFlags(fs)
 	fs.StringVar(&cfg.agent.Prefix, "prefix", broker.DefaultPrefix, "subject prefix")
 	fs.StringVar(&cfg.agent.ID, "id", "", "agent ID (default generated)")
 	fs.IntVar(&cfg.agent.Capacity, "capacity", 0, "workers this agent starts for pools (default the number of "+
@@ -104,14 +103,6 @@ func parse(argv []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.drain, "drain", 30*time.Second, "how long calls may finish on shutdown")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics on http://ADDR/metrics, ADDR as host:port "+
 		"or :port (default: none)")
-	fs.StringVar(&cfg.broker.User, "user", "", "NATS user")
-	fs.StringVar(&cfg.broker.Password, "password", "", "NATS password")
-	fs.StringVar(&cfg.broker.Token, "token", "", "NATS token")
-	fs.StringVar(&cfg.broker.CredentialsFile, "creds", "", "NATS credentials file")
-	fs.StringVar(&cfg.broker.NKeySeedFile, "nkey", "", "NATS nkey seed file")
-	fs.StringVar(&cfg.broker.TLSCertFile, "tls-cert", "", "TLS client certificate file")
-	fs.StringVar(&cfg.broker.TLSKeyFile, "tls-key", "", "TLS client key file")
-	fs.StringVar(&cfg.broker.TLSCAFile, "tls-ca", "", "TLS CA file to verify the server")
 	if err := fs.Parse(argv); err != nil {
 		return cfg, err
 	}

@@ -113,7 +113,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// Progress receives progress events of calls (fleet.Progress in methods). Default: none, unless ShowProgress.
 	Progress func(ProgressEvent)
-	// ShowProgress draws calls' progress as terminal bars on stderr. Default false.
+	// ShowProgress draws calls' progress on stderr: as terminal bars with their rate (items/s) and time left, or, when
+	// stderr is no terminal, as lines (a start, the rate and time left every 5 s for a long bar, and the end with the
+	// rate of the whole run). Default false.
 	ShowProgress bool
 	// Logger receives the pool's logs and process-mode children's output. Default slog.Default().
 	Logger *slog.Logger

@@ -36,6 +36,9 @@ func progressEvent(c *call, worker string, ev wire.Progress) ProgressEvent {
 // progressOutput is where ShowProgress draws; tests redirect it.
 var progressOutput io.Writer = os.Stderr
 
+// barOptions configure every terminal bar's container; tests add mpb.WithAutoRefresh to draw into a buffer.
+var barOptions = []mpb.ContainerOption{mpb.WithWidth(40)}
+
 // progressView shows progress events: bars redrawn in place on a terminal, lines elsewhere.
 type progressView interface {
 	update(ev ProgressEvent)
@@ -56,7 +59,7 @@ func newProgressSink(opts Options) (func(ProgressEvent), progressView) {
 		if isTerminal(progressOutput) {
 			r = &barRenderer{out: progressOutput, bars: make(map[string]*trackedBar)}
 		} else {
-			r = &lineRenderer{out: progressOutput, started: make(map[string]time.Time)}
+			r = &lineRenderer{out: progressOutput, bars: make(map[string]*lineBar)}
 		}
 	}
 	switch {
@@ -78,15 +81,62 @@ type barRenderer struct {
 }
 
 type trackedBar struct {
-	bar *mpb.Bar
+	pacedBar
 	seq uint64
+}
+
+// pacedBar is a terminal bar with its rate and time left. The decorators read its pace as mpb draws, beside the
+// updates: it has a lock of its own, never held while calling mpb, whose bar goroutine runs the decorators.
+type pacedBar struct {
+	bar  *mpb.Bar
+	mu   sync.Mutex
+	pace progressRate
+	done bool
+}
+
+// addBar adds a bar of total steps named name to p, followed by the after decorators, its rate and its time left.
+func (pb *pacedBar) addBar(p *mpb.Progress, total int64, name string, after ...decor.Decorator) {
+	after = append(after,
+		decor.Any(func(decor.Statistics) string { return pb.rateText(time.Now()) }, decor.WCSyncSpace),
+		decor.Any(func(s decor.Statistics) string { return pb.leftText(time.Now(), s) }, decor.WCSyncSpace))
+	pb.bar = p.AddBar(total, mpb.PrependDecorators(decor.Name(name+" ", decor.WCSyncSpaceR),
+		decor.CountersNoUnit("%d/%d")), mpb.AppendDecorators(after...))
+}
+
+// observe records that the bar stood at n at now, done or not.
+func (pb *pacedBar) observe(now time.Time, n int64, done bool) {
+	pb.mu.Lock()
+	pb.pace.observe(now, n)
+	pb.done = done
+	pb.mu.Unlock()
+}
+
+// rateText is the bar's rate: over the last rateWindow while it runs, over its whole run once done.
+func (pb *pacedBar) rateText(now time.Time) string {
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if pb.done {
+		return formatRate(pb.pace.average()) + "/s"
+	}
+	return formatRate(pb.pace.rate(now)) + "/s"
+}
+
+// leftText is the time left at the current rate while the bar runs, and the time it took once done.
+func (pb *pacedBar) leftText(now time.Time, s decor.Statistics) string {
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if pb.done {
+		return "in " + pb.pace.elapsed().Round(time.Millisecond).String()
+	}
+	left, known := timeLeft(s.Current, s.Total, pb.pace.rate(now))
+	return "ETA " + formatLeft(left, known)
 }
 
 func (r *barRenderer) update(ev ProgressEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.p == nil {
-		r.p = mpb.New(mpb.WithOutput(r.out), mpb.WithWidth(40))
+		r.p = mpb.New(append([]mpb.ContainerOption{mpb.WithOutput(r.out)}, barOptions...)...)
 	}
 	tb := r.bars[ev.Bar]
 	if tb == nil {
@@ -94,15 +144,15 @@ func (r *barRenderer) update(ev ProgressEvent) {
 		if name == "" {
 			name = ev.Method
 		}
-		tb = &trackedBar{bar: r.p.AddBar(ev.Total,
-			mpb.PrependDecorators(decor.Name(name+" ", decor.WCSyncSpaceR), decor.CountersNoUnit("%d/%d")),
-			mpb.AppendDecorators(decor.Name(" "+ev.WorkerID), decor.Percentage(decor.WCSyncSpace)))}
+		tb = new(trackedBar)
+		tb.addBar(r.p, ev.Total, name, decor.Name(" "+ev.WorkerID), decor.Percentage(decor.WCSyncSpace))
 		r.bars[ev.Bar] = tb
 	}
 	if ev.Seq != 0 && ev.Seq <= tb.seq {
 		return // stale
 	}
 	tb.seq = ev.Seq
+	tb.observe(time.Now(), ev.N, ev.Done)
 	if ev.Total > 0 {
 		tb.bar.SetTotal(ev.Total, false)
 	}
@@ -128,32 +178,60 @@ func (r *barRenderer) close() {
 	}
 }
 
-// lineRenderer writes one line when a bar starts and one when it completes: what a log file or CI can show cleanly,
-// where redrawing in place would leave escape codes.
+// lineRenderer writes one line when a bar starts, one when it completes with its rate, and in between, for a bar
+// that runs long, a line every lineInterval with its rate and time left: what a log file or CI can show cleanly, where
+// redrawing in place would leave escape codes.
 type lineRenderer struct {
-	out     io.Writer
-	mu      sync.Mutex
-	started map[string]time.Time
+	out  io.Writer
+	mu   sync.Mutex
+	bars map[string]*lineBar
 }
 
-func (r *lineRenderer) update(ev ProgressEvent) {
+// lineInterval is the least time between two lines of one running bar.
+const lineInterval = 5 * time.Second
+
+type lineBar struct {
+	pace     progressRate
+	lastLine time.Time
+}
+
+func (r *lineRenderer) update(ev ProgressEvent) { r.updateAt(ev, time.Now()) }
+
+// updateAt shows ev, which arrived at now.
+func (r *lineRenderer) updateAt(ev ProgressEvent, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	name := ev.Desc
 	if name == "" {
 		name = ev.Method
 	}
-	start, seen := r.started[ev.Bar]
-	if !seen {
-		start = time.Now()
-		r.started[ev.Bar] = start
+	b := r.bars[ev.Bar]
+	if b == nil {
+		b = &lineBar{lastLine: now}
+		r.bars[ev.Bar] = b
 		fmt.Fprintf(r.out, "%s [%s on %s]: started, %s\n", name, ev.Method, ev.WorkerID, steps(ev.Total))
 	}
-	if ev.Done {
-		delete(r.started, ev.Bar)
-		fmt.Fprintf(r.out, "%s [%s on %s]: done %d/%d in %s\n", name, ev.Method, ev.WorkerID, ev.N, ev.Total,
-			time.Since(start).Round(time.Millisecond))
+	b.pace.observe(now, ev.N)
+	switch {
+	case ev.Done:
+		delete(r.bars, ev.Bar)
+		fmt.Fprintf(r.out, "%s [%s on %s]: done %d/%d in %s%s\n", name, ev.Method, ev.WorkerID, ev.N, ev.Total,
+			b.pace.elapsed().Round(time.Millisecond), rateSuffix(b.pace.average()))
+	case now.Sub(b.lastLine) >= lineInterval:
+		b.lastLine = now
+		rate := b.pace.rate(now)
+		left, known := timeLeft(ev.N, ev.Total, rate)
+		fmt.Fprintf(r.out, "%s [%s on %s]: %s, %s items/s, ETA %s\n", name, ev.Method, ev.WorkerID,
+			position(ev.N, ev.Total), formatRate(rate), formatLeft(left, known))
 	}
+}
+
+// position is n of total, with the share done when the total is known.
+func position(n, total int64) string {
+	if total <= 0 {
+		return fmt.Sprintf("%d", n)
+	}
+	return fmt.Sprintf("%d/%d (%d%%)", n, total, n*100/total)
 }
 
 func steps(total int64) string {
@@ -168,37 +246,47 @@ func (r *lineRenderer) close() {}
 // gatherBar is the bar ShowGatherProgress draws for Gather's own completion: a terminal bar, or one line at the end.
 type gatherBar struct {
 	p     *mpb.Progress
-	bar   *mpb.Bar
+	paced *pacedBar // nil off a terminal
+	pace  progressRate
 	desc  string
 	n     int
 	total int
-	start time.Time
 }
 
 func newGatherBar(desc string, total int) *gatherBar {
-	g := &gatherBar{desc: desc, total: total, start: time.Now()}
+	g := &gatherBar{desc: desc, total: total}
+	now := time.Now()
 	if isTerminal(progressOutput) {
-		g.p = mpb.New(mpb.WithOutput(progressOutput), mpb.WithWidth(40))
-		g.bar = g.p.AddBar(int64(total), mpb.PrependDecorators(decor.Name(desc+" "), decor.CountersNoUnit("%d/%d")),
-			mpb.AppendDecorators(decor.Percentage()))
+		g.p = mpb.New(append([]mpb.ContainerOption{mpb.WithOutput(progressOutput)}, barOptions...)...)
+		g.paced = new(pacedBar)
+		g.paced.addBar(g.p, int64(total), desc, decor.Percentage(decor.WCSyncSpace))
+		g.paced.observe(now, 0, false)
+	} else {
+		g.pace.observe(now, 0)
 	}
 	return g
 }
 
 func (g *gatherBar) set(n int) {
 	g.n = n
-	if g.bar != nil {
-		g.bar.SetCurrent(int64(n))
+	now := time.Now()
+	if g.paced == nil {
+		g.pace.observe(now, int64(n))
+		return
 	}
+	g.paced.observe(now, int64(n), n == g.total)
+	g.paced.bar.SetCurrent(int64(n))
 }
 
 func (g *gatherBar) close() {
-	if g.bar == nil {
-		fmt.Fprintf(progressOutput, "%s: %d/%d done in %s\n", g.desc, g.n, g.total, time.Since(g.start).Round(time.Millisecond))
+	if g.paced == nil {
+		g.pace.observe(time.Now(), int64(g.n))
+		fmt.Fprintf(progressOutput, "%s: %d/%d done in %s%s\n", g.desc, g.n, g.total,
+			g.pace.elapsed().Round(time.Millisecond), rateSuffix(g.pace.average()))
 		return
 	}
-	if !g.bar.Completed() {
-		g.bar.Abort(false)
+	if !g.paced.bar.Completed() {
+		g.paced.bar.Abort(false)
 	}
 	g.p.Wait()
 }

@@ -121,6 +121,11 @@
 // does not release acquisitions still held (their Release keeps working, and
 // their resource slots expire if nobody releases them).
 //
+// A program that does not use a set can still see it: ReadState turns the
+// value of a set's key, read or watched in the bucket, into the Stats the set
+// would report, from the definition stored with the state. The fleet's
+// dashboard (package dashboard) charts shared limits that way.
+//
 // # Coalescing
 //
 // In Exact mode (the default) the acquisitions of one set that wait at the

@@ -6,13 +6,14 @@
 #      ready file;
 #   3. starts two worker agents (bin/worker --capacity 4), the first also serving two standing DataProcessor workers,
 #      and waits for each to print its ready line;
-#   4. runs bin/fleetdemo against them, with a deadline;
-#   5. on exit, Ctrl-C or SIGTERM: stops everything it started (SIGTERM, then SIGKILL after STOP_TIMEOUT seconds),
+#   4. starts bin/dashboard (the fleet's live page) on DASHBOARD_ADDR and prints its URL;
+#   5. runs bin/fleetdemo against them, with a deadline;
+#   6. on exit, Ctrl-C or SIGTERM: stops everything it started (SIGTERM, then SIGKILL after STOP_TIMEOUT seconds),
 #      removes its temporary directory, and checks that no process it started is left.
 #
 # Exit status: the demo's; non-zero also when start-up fails or a process had to be killed or was left behind.
-# Environment: DEMO_TIMEOUT (default 80 s), READY_TIMEOUT (30 s), STOP_TIMEOUT (5 s), KEEP_LOGS=1 to print the logs
-# of the server and agents even on success.
+# Environment: DEMO_TIMEOUT (default 80 s), READY_TIMEOUT (30 s), STOP_TIMEOUT (5 s), DASHBOARD_ADDR (default
+# 127.0.0.1:0, a free port), KEEP_LOGS=1 to print the logs of the server, agents and dashboard even on success.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +21,7 @@ BIN=$ROOT/bin
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-80}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 STOP_TIMEOUT=${STOP_TIMEOUT:-5}
+DASHBOARD_ADDR=${DASHBOARD_ADDR:-127.0.0.1:0}
 command -v go >/dev/null 2>&1 || export PATH=/usr/local/go/bin:$PATH
 
 # Each process starts in a session of its own (setsid execs it in place: a background job is no group leader, so
@@ -169,7 +171,13 @@ for i in 1 2; do
 	say "agent$i ready: $(grep -m1 'serving on' "$WORK/agent$i.log")"
 done
 
-# 3. The demo. It runs as a background job so that this script can enforce a deadline and react to signals.
+# 3. The dashboard, up while the demo runs: open its URL to watch the agents, the pools' workers and the limits.
+start dashboard "$BIN/dashboard" --nats "$URL" --addr "$DASHBOARD_ADDR"
+wait_for dashboard "${PIDS[3]}" "ready line" grep -q 'serving on' "$WORK/dashboard.log"
+DASHBOARD_URL=$(grep -m1 -o 'http://[^ ]*' "$WORK/dashboard.log")
+say "dashboard at $DASHBOARD_URL (live while the demo runs)"
+
+# 4. The demo. It runs as a background job so that this script can enforce a deadline and react to signals.
 say "running bin/fleetdemo (deadline ${DEMO_TIMEOUT}s)"
 "${SETSID[@]}" "$BIN/fleetdemo" --nats "$URL" --timeout "$((DEMO_TIMEOUT - 5))s" </dev/null &
 DEMO=$!

@@ -782,7 +782,9 @@ func (d *runner) checkBars(tap *stderrTap, desc string, n int) {
 // stderrTap copies what this process writes to file descriptor 2, where the client draws its bars, into a buffer
 // on its way to the real stderr.
 type stderrTap struct {
-	orig int      // the real stderr, duplicated
+	// orig is the real stderr, duplicated. It is closed through this one *os.File only: a second File on the same
+	// descriptor would close it again when collected, after the number was reused for, say, a NATS socket.
+	orig *os.File
 	w    *os.File // the pipe's write end, now also descriptor 2
 	buf  bytes.Buffer
 	done chan struct{}
@@ -809,21 +811,21 @@ func tapStderr() (*stderrTap, error) {
 		w.Close()
 		return nil, err
 	}
-	t := &stderrTap{orig: orig, w: w, done: make(chan struct{})}
+	t := &stderrTap{orig: os.NewFile(uintptr(orig), "stderr"), w: w, done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
 		defer r.Close()
-		_, _ = io.Copy(io.MultiWriter(os.NewFile(uintptr(orig), "stderr"), &t.buf), r)
+		_, _ = io.Copy(io.MultiWriter(t.orig, &t.buf), r)
 	}()
 	return t, nil
 }
 
 // stop puts the real stderr back and returns what went through the tap.
 func (t *stderrTap) stop() string {
-	_ = syscall.Dup2(t.orig, 2)
+	_ = syscall.Dup2(int(t.orig.Fd()), 2)
 	t.w.Close() // with descriptor 2 restored, the pipe's last write end: the copy sees EOF
 	<-t.done
-	syscall.Close(t.orig)
+	t.orig.Close()
 	return t.buf.String()
 }
 
