@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,6 +63,66 @@ func (l *Ledger) Hold(ctx context.Context, hold time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Span takes one unit of the pool's resource limit and holds it for hold, writing down when it held it, so that a test
+// can check that the limit's holders never overlapped more than its capacity (maxOverlap).
+func (l *Ledger) Span(ctx context.Context, hold time.Duration) error {
+	acq, err := fleet.Limits(ctx).Acquire(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer acq.Release()
+	start := time.Now()
+	select {
+	case <-time.After(hold):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	f, err := os.OpenFile(filepath.Join(l.dir, fmt.Sprintf("%d.spans", os.Getpid())),
+		os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = fmt.Fprintln(f, start.UnixNano(), time.Now().UnixNano())
+	return err
+}
+
+// maxOverlap returns how many of the spans written under dir were ever held at once, and how many there are.
+func maxOverlap(t *testing.T, dir string) (most, spans int) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.spans"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type edge struct {
+		at    int64
+		delta int
+	}
+	var edges []edge
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var from, to int64
+			if _, err := fmt.Sscan(line, &from, &to); err != nil {
+				t.Fatalf("%s: %q: %v", name, line, err)
+			}
+			edges = append(edges, edge{from, 1}, edge{to, -1})
+			spans++
+		}
+	}
+	// Ends before starts at the same instant: a span that ends as another starts did not overlap it.
+	slices.SortFunc(edges, func(a, b edge) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.delta, b.delta)) })
+	n := 0
+	for _, e := range edges {
+		n += e.delta
+		most = max(most, n)
+	}
+	return most, spans
 }
 
 func (l *Ledger) record(ctx context.Context) error {

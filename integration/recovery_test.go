@@ -16,6 +16,7 @@ import (
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/internal/testutil"
+	"github.com/natsfleet/natsfleet/limits"
 )
 
 // TestServerRestartLosesNoCall restarts the NATS server in place (same port, same store) with 200 calls in flight
@@ -52,7 +53,8 @@ func restartLosesNoCall(t *testing.T, mode client.Mode, url string, restart func
 	}
 	nc := testutil.Connect(t, url)
 	dir := t.TempDir()
-	p := newPool(t, ledgerKind, client.Options{Mode: mode, MaxWorkers: workers, Conn: nc}, dir)
+	p := newPool(t, ledgerKind, client.Options{Mode: mode, MaxWorkers: workers, Conn: nc,
+		Limits: []limits.Limit{limits.ResourceLimit{Key: "slots", Capacity: 2}}}, dir)
 	futs := make([]*client.Future[int], calls)
 	for i := range futs {
 		// 40 ms a call, 50 calls a worker: two seconds of work, the outage in the middle of it.
@@ -86,11 +88,30 @@ func restartLosesNoCall(t *testing.T, mode client.Mode, url string, restart func
 			t.Fatalf("Run(%d) after the restart = %d", i, v)
 		}
 	}
+	// The pool's limit, in JetStream KV, survived the restart and is still exact: 24 calls on 4 workers holding one
+	// of its 2 slots for 50 ms each never overlap more than 2 and take at least 12 × 50 ms. Its waiters hear of
+	// releases again (the limit set watches its key anew after a reconnect): within 3 s, not the 5 s and more of
+	// waiters that only the holders' keepalives wake.
+	spans := make([]*client.Future[any], 24)
+	began := time.Now()
+	for i := range spans {
+		spans[i] = client.Call[any](p, "Span", 50*time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := client.Gather(ctx, spans); err != nil {
+		t.Fatalf("calls holding the limit after the restart: %v", err)
+	}
+	if most, n := maxOverlap(t, dir); most != 2 || n != 24 || time.Since(began) < 600*time.Millisecond ||
+		time.Since(began) > 3*time.Second {
+		t.Errorf("%d spans held the 2-slot limit, at most %d at once, in %s; want 24, 2, 600ms to 3s", n, most,
+			time.Since(began))
+	}
 	st := p.Stats()
 	t.Logf("reconciles %d, calls sent again %d, replacements pending %d", st.Reconciles, st.Resent, st.Replacing)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.Stop(ctx); err != nil {
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	if err := p.Stop(sctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	if mode == client.Fleet {

@@ -51,9 +51,8 @@ type kvBackend struct {
 	closing bool
 	wg      sync.WaitGroup
 
-	watcher jetstream.KeyWatcher
-	lease   *reservoir // Lease mode only
-	main    *shard     // the set's own key
+	lease *reservoir // Lease mode only
+	main  *shard     // the set's own key
 
 	partMu sync.Mutex
 	parts  partitions[*shard] // by KV key; per-partition sets only
@@ -90,21 +89,13 @@ func newKVBackend(s *Set) (*kvBackend, error) {
 		return nil, err
 	}
 	b.bgCtx, b.cancel = context.WithCancel(context.Background())
-	pattern, wopts := o.Name, []jetstream.WatchOpt(nil)
-	if s.partitioned {
-		pattern, wopts = o.Name+partitionSep+">", []jetstream.WatchOpt{jetstream.UpdatesOnly()}
-	}
-	err = waitOut(ctx, func(context.Context) error {
-		var err error
-		b.watcher, err = b.kv.Watch(b.bgCtx, pattern, wopts...)
-		return err
-	})
+	watcher, err := b.startWatch(ctx)
 	if err != nil {
 		b.cancel()
-		return nil, fmt.Errorf("limits: shared set %q: watching: %w", o.Name, err)
+		return nil, err
 	}
 	b.wg.Add(1)
-	go b.watch()
+	go b.watch(watcher)
 	if b.hasRes {
 		b.wg.Add(1)
 		go b.keepalive()
@@ -197,26 +188,87 @@ func (sh *shard) idle(now int64) bool {
 	return !sh.running && len(sh.queue) == 0 && !slices.ContainsFunc(sh.held, func(n float64) bool { return n > 0 })
 }
 
-func (b *kvBackend) watch() {
+// startWatch watches the set's key, or its partitions' keys, waiting out an outage until ctx ends.
+func (b *kvBackend) startWatch(ctx context.Context) (jetstream.KeyWatcher, error) {
+	pattern, wopts := b.name, []jetstream.WatchOpt(nil)
+	if b.s.partitioned {
+		pattern, wopts = b.name+partitionSep+">", []jetstream.WatchOpt{jetstream.UpdatesOnly()}
+	}
+	var w jetstream.KeyWatcher
+	err := waitOut(ctx, func(context.Context) error {
+		var err error
+		w, err = b.kv.Watch(b.bgCtx, pattern, wopts...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("limits: shared set %q: watching: %w", b.name, err)
+	}
+	return w, nil
+}
+
+// watch stores the changes of the watched keys, which wakes their waiters, until the set closes. A server restart
+// can take the watch's consumer with it, and nats.go makes a new one only after its heartbeats have been missed for
+// a while (about 20 s), when waiters would hear of no release meanwhile; so each reconnect starts a new watch at once.
+func (b *kvBackend) watch(w jetstream.KeyWatcher) {
 	defer b.wg.Done()
-	for e := range b.watcher.Updates() {
-		if e == nil {
-			continue
-		}
-		sh := b.main
-		if b.s.partitioned {
-			b.partMu.Lock()
-			sh, _ = b.parts.get(e.Key())
-			b.partMu.Unlock()
-			if sh == nil {
-				continue // not used here: read when it is
+	nc := b.s.opts.Conn
+	status := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(status)
+	defer func() { b.stopWatch(w) }()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
 			}
+			b.apply(e)
+		case <-status:
+			b.stopWatch(w)
+			nw, err := b.startWatch(b.bgCtx)
+			if err != nil {
+				return // the set closed
+			}
+			w = nw
+			if b.s.partitioned { // a watch of updates only: read what changed meanwhile
+				b.partMu.Lock()
+				var shards []*shard
+				b.parts.each(func(sh *shard) { shards = append(shards, sh) })
+				b.partMu.Unlock()
+				for _, sh := range shards {
+					_ = sh.fetch(b.bgCtx) // a failure leaves the shard to its next transaction
+				}
+			}
+		case <-b.bgCtx.Done():
+			return
 		}
-		if e.Operation() == jetstream.KeyValuePut {
-			sh.store(snapshot{rev: e.Revision(), raw: e.Value()})
-		} else {
-			sh.store(snapshot{rev: e.Revision(), missing: true})
+	}
+}
+
+func (b *kvBackend) apply(e jetstream.KeyValueEntry) {
+	if e == nil {
+		return
+	}
+	sh := b.main
+	if b.s.partitioned {
+		b.partMu.Lock()
+		sh, _ = b.parts.get(e.Key())
+		b.partMu.Unlock()
+		if sh == nil {
+			return // not used here: read when it is
 		}
+	}
+	if e.Operation() == jetstream.KeyValuePut {
+		sh.store(snapshot{rev: e.Revision(), raw: e.Value()})
+	} else {
+		sh.store(snapshot{rev: e.Revision(), missing: true})
+	}
+}
+
+func (b *kvBackend) stopWatch(w jetstream.KeyWatcher) {
+	err := w.Stop()
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, nats.ErrConsumerNotFound) &&
+		!errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+		b.s.opts.Logger.Debug("limits: stopping a watch", "set", b.name, "err", err)
 	}
 }
 
@@ -394,14 +446,11 @@ func (b *kvBackend) close() error {
 	b.closing = true
 	b.life.Unlock()
 	close(b.done)
-	err := b.watcher.Stop()
-	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, nats.ErrConsumerNotFound) {
-		err = nil // the watch's consumer went with a server restart
-	}
-	b.cancel()
+	b.cancel() // the watch stops with it
 	b.wg.Wait()
+	var err error
 	if b.lease != nil {
-		err = errors.Join(err, b.lease.returnAll())
+		err = b.lease.returnAll()
 	}
 	if err != nil {
 		return fmt.Errorf("limits: closing shared set %q: %w", b.name, err)

@@ -170,3 +170,50 @@ func TestKVWaitsOutServerRestart(t *testing.T) {
 		return nil
 	})
 }
+
+// TestKVWaitersHearReleasesAfterRestart: after a server restart, a waiter in
+// one process hears at once of a release in another. The restart took the
+// sets' watches with it, and each starts a new one when its connection is back.
+func TestKVWaitersHearReleasesAfterRestart(t *testing.T) {
+	t.Parallel()
+	opts := broker.EmbeddedOptions{StoreDir: t.TempDir()}
+	srv := testutil.StartServer(t, opts)
+	open := func() *Set {
+		s, err := NewSet(SetOptions{Name: "rewatch", Conn: testutil.Connect(t, srv.ClientURL()),
+			Logger: slog.New(slog.DiscardHandler)}, ResourceLimit{Key: "slot", Capacity: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() }) // before the connections' and the server's cleanups
+		return s
+	}
+	holder, waiter := open(), open()
+	testutil.Restart(t, srv, opts, time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := holder.Acquire(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan time.Time, 1)
+	go func() {
+		b, err := waiter.Acquire(ctx, nil)
+		if err != nil {
+			t.Error(err)
+		} else {
+			_ = b.Release()
+		}
+		got <- time.Now()
+	}()
+	time.Sleep(200 * time.Millisecond)
+	released := time.Now()
+	if err := a.Release(); err != nil {
+		t.Fatal(err)
+	}
+	// Without a watch the waiter would wait for the holder's lease to run out (ResourceLeaseTTL, 10 s).
+	if d := (<-got).Sub(released); d > 2*time.Second {
+		t.Fatalf("the waiter got the slot %s after its release, want within 2s", d)
+	} else {
+		t.Logf("the waiter got the slot %s after its release", d.Round(time.Millisecond))
+	}
+}
