@@ -43,6 +43,12 @@ type slotState struct {
 	// limit is the cap that the policy's eligibility structures reflect
 	// (0: no cap). Pick rebuilds them when its caller passes another one.
 	limit int
+	// others and othersTotal are the calls other callers have on each slot's
+	// worker and those it served them (SetLoad); loaded counts the slots with
+	// others > 0.
+	others      []int
+	othersTotal []uint64
+	loaded      int
 }
 
 // policy is one algorithm's selection structure. The Balancer updates the
@@ -65,6 +71,9 @@ type policy interface {
 	// removed follows a slot leaving the live set; its active count is
 	// unchanged.
 	removed(slot int)
+	// reloaded follows SetLoad on a live slot, which had prevActive and
+	// prevTotal before.
+	reloaded(slot, prevActive int, prevTotal uint64)
 }
 
 // New returns a Balancer over n live slots numbered 0..n-1. alg may be any
@@ -112,6 +121,8 @@ func (b *Balancer) grow(n int) {
 		b.st.live = append(b.st.live, false)
 		b.st.active = append(b.st.active, 0)
 		b.st.total = append(b.st.total, 0)
+		b.st.others = append(b.st.others, 0)
+		b.st.othersTotal = append(b.st.othersTotal, 0)
 	}
 	b.pol.grow(n)
 }
@@ -205,8 +216,9 @@ func (b *Balancer) Done(slot int) {
 // appends index n. A reused index starts with total_calls 0.
 //
 // Under LeastTotal the new slot's selection score starts at the lowest score
-// among the other live slots rather than at 0, so a replacement worker joins
-// the rotation instead of receiving every call until it has caught up.
+// among the other live slots with room (among all live slots when none has
+// room) rather than at 0, so a replacement worker joins the rotation instead
+// of receiving every call until it has caught up.
 func (b *Balancer) Add() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -226,9 +238,42 @@ func (b *Balancer) Add() int {
 	}
 	st.live[slot] = true
 	st.total[slot] = 0
+	if st.others[slot] > 0 {
+		st.loaded--
+	}
+	st.others[slot], st.othersTotal[slot] = 0, 0
 	st.nLive++
 	b.pol.added(slot)
 	return slot
+}
+
+// SetLoad tells the Balancer what other callers have on slot's worker, as the worker last reported it: active calls
+// it holds for them now, and total calls it served them. LeastActive counts active with the slot's own calls in
+// flight, and LeastTotal total with its own picks, so that callers sharing workers (client.Attach) spread their calls
+// by the fleet's load rather than each by its own; Pick's limit still caps the slot's own calls only. RoundRobin and
+// Random ignore it. A slot starts with none; Add clears it.
+func (b *Balancer) SetLoad(slot, active int, total uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := &b.st
+	if slot < 0 || slot >= len(st.live) {
+		return
+	}
+	active = max(active, 0)
+	prev, prevTotal := st.others[slot], st.othersTotal[slot]
+	if prev == active && prevTotal == total {
+		return
+	}
+	switch {
+	case prev == 0 && active > 0:
+		st.loaded++
+	case prev > 0 && active == 0:
+		st.loaded--
+	}
+	st.others[slot], st.othersTotal[slot] = active, total
+	if st.live[slot] {
+		b.pol.reloaded(slot, prev, prevTotal)
+	}
 }
 
 // Remove takes slot out of the live set: it is never picked again. Calls in

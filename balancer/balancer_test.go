@@ -458,3 +458,47 @@ func TestNeedsDone(t *testing.T) {
 		}
 	}
 }
+
+// TestSetLoad: calls that other callers have on a worker steer LeastActive and LeastTotal away from it, but do not
+// count against the cap, and RoundRobin ignores them.
+func TestSetLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		alg   Algorithm
+		limit int
+		load  map[int][2]int // slot -> others' active, total
+		want  []int          // picks, -1 for none
+	}{
+		{"least active avoids loaded workers", LeastActive, 0, map[int][2]int{0: {2, 0}, 1: {1, 0}},
+			[]int{2, 3, 1, 2, 3, 0}},
+		{"least active: others do not count against the cap", LeastActive, 1, map[int][2]int{0: {5, 0}},
+			[]int{1, 2, 3, 0, -1}},
+		{"least total counts others' served calls", LeastTotal, 0, map[int][2]int{0: {0, 3}, 1: {0, 1}},
+			[]int{2, 3, 1, 2, 3, 1, 2, 3, 0}},
+		{"round robin ignores load", RoundRobin, 0, map[int][2]int{0: {9, 9}}, []int{0, 1, 2, 3, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := mustNew(t, tt.alg, 4, Options{})
+			for slot, l := range tt.load {
+				b.SetLoad(slot, l[0], uint64(l[1]))
+			}
+			var got []int
+			for range tt.want {
+				s, ok := b.Pick(tt.limit)
+				if !ok {
+					s = -1
+				}
+				got = append(got, s)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("picks %v, want %v", got, tt.want)
+			}
+			if err := checkInvariants(b); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -55,6 +55,15 @@
 // slot for the rest. The counts, the cap and the statistics treat taken calls
 // as picked ones.
 //
+// # Load from other callers
+//
+// Workers shared by several callers (standing workers that many clients
+// attach to) are busy with calls the Balancer never saw. Balancer.SetLoad
+// tells it what a slot's worker last reported of the others' calls: their
+// count in flight, which LeastActive adds to the slot's own, and the calls
+// served for them, which LeastTotal adds to its score. The cap still counts
+// the slot's own calls only: it bounds what this caller queues on a worker.
+//
 // # Differences from concurry
 //
 // Ties. concurry's LeastActiveLoad and LeastTotalLoad break ties by the

@@ -39,6 +39,15 @@ func checkInvariants(b *Balancer) error {
 			return fmt.Errorf("slot %d: active %d < 0", i, st.active[i])
 		}
 	}
+	loaded := 0
+	for _, n := range st.others {
+		if n > 0 {
+			loaded++
+		}
+	}
+	if loaded != st.loaded {
+		return fmt.Errorf("loaded %d, counted %d", st.loaded, loaded)
+	}
 	if nLive != st.nLive || free != st.free {
 		return fmt.Errorf("nLive %d (counted %d), free %d (counted %d)", st.nLive, nLive, st.free, free)
 	}
@@ -85,9 +94,9 @@ func checkLeastActive(l *leastActive) error {
 				return fmt.Errorf("slot %d listed twice", s)
 			}
 			seen[s] = true
-			if !l.st.live[s] || l.st.active[s] != c || l.prev[s] != prev {
-				return fmt.Errorf("slot %d in bucket %d: live %v active %d prev %d (want %d)",
-					s, c, l.st.live[s], l.st.active[s], l.prev[s], prev)
+			if !l.st.live[s] || l.load(int(s)) != c || l.prev[s] != prev {
+				return fmt.Errorf("slot %d in bucket %d: live %v load %d prev %d (want %d)",
+					s, c, l.st.live[s], l.load(int(s)), l.prev[s], prev)
 			}
 			prev = s
 		}

@@ -3,18 +3,22 @@ package balancer
 // none marks the end of an intrusive list (and "not in a list").
 const none int32 = -1
 
-// leastActive keeps the live slots in buckets by active count, each bucket a
-// FIFO doubly linked list threaded through per-slot next/prev arrays, plus
-// the lowest non-empty bucket. A call start moves a slot up one bucket and a
-// call end moves it down one, so Pick and Done are O(1) whatever the number
-// of slots, and nothing is allocated once the bucket array covers the
-// highest count reached.
+// leastActive keeps the live slots in buckets by load (active count plus the
+// calls other callers have on the worker, SetLoad), each bucket a FIFO doubly
+// linked list threaded through per-slot next/prev arrays, plus the lowest
+// non-empty bucket. A call start moves a slot up one bucket and a call end
+// moves it down one, so Pick and Done are O(1) whatever the number of slots,
+// and nothing is allocated once the bucket array covers the highest load
+// reached.
 type leastActive struct {
 	st         *slotState
 	next, prev []int32 // per slot
-	head, tail []int32 // per active count
-	min        int     // lowest active count of a live slot, while any is live
+	head, tail []int32 // per load
+	min        int     // lowest load of a live slot, while any is live
 }
+
+// load is the slot's bucket.
+func (l *leastActive) load(slot int) int { return l.st.active[slot] + l.st.others[slot] }
 
 func (l *leastActive) grow(n int) {
 	for len(l.next) < n {
@@ -32,7 +36,7 @@ func (l *leastActive) rebuild() {
 		if !live {
 			continue
 		}
-		c := l.st.active[i]
+		c := l.load(i)
 		l.push(i, c)
 		if l.min < 0 || c < l.min {
 			l.min = c
@@ -73,14 +77,28 @@ func (l *leastActive) unlink(slot, c int) {
 }
 
 func (l *leastActive) pick() (int, bool) {
-	if l.st.limit > 0 && l.min >= l.st.limit {
-		return -1, false // every live slot is at the cap
+	if l.st.limit == 0 {
+		return int(l.head[l.min]), true
 	}
-	return int(l.head[l.min]), true
+	if l.st.loaded == 0 { // a slot's load is its active count: a bucket at the cap holds only full slots
+		if l.min >= l.st.limit {
+			return -1, false // every live slot is at the cap
+		}
+		return int(l.head[l.min]), true
+	}
+	// Others' calls count in the load but not against the cap: the least loaded slot with room.
+	for c := l.min; c < len(l.head); c++ {
+		for s := l.head[c]; s != none; s = l.next[s] {
+			if l.st.active[s] < l.st.limit {
+				return int(s), true
+			}
+		}
+	}
+	return -1, false
 }
 
 func (l *leastActive) started(slot int) {
-	c := l.st.active[slot] - 1 // picked from the min bucket, or taken from any
+	c := l.load(slot) - 1 // picked from the min bucket, or taken from any
 	l.unlink(slot, c)
 	l.push(slot, c+1)
 	if c == l.min && l.head[c] == none {
@@ -89,19 +107,21 @@ func (l *leastActive) started(slot int) {
 }
 
 func (l *leastActive) ended(slot int) {
-	c := l.st.active[slot]
+	c := l.load(slot)
 	l.unlink(slot, c+1)
 	l.push(slot, c)
 	l.min = min(l.min, c)
 }
 
-func (l *leastActive) added(slot int) {
+func (l *leastActive) added(slot int) { // with no load: Add clears it
 	l.push(slot, 0)
 	l.min = 0
 }
 
-func (l *leastActive) removed(slot int) {
-	c := l.st.active[slot]
+func (l *leastActive) removed(slot int) { l.leave(slot, l.load(slot)) }
+
+// leave takes slot out of bucket c, finding the new lowest bucket if c was it and is now empty.
+func (l *leastActive) leave(slot, c int) {
 	l.unlink(slot, c)
 	if c != l.min || l.head[c] != none {
 		return
@@ -112,5 +132,17 @@ func (l *leastActive) removed(slot int) {
 			l.min = k
 			break
 		}
+	}
+}
+
+func (l *leastActive) reloaded(slot, before int, _ uint64) {
+	if l.st.others[slot] == before {
+		return // only the total changed
+	}
+	c := l.st.active[slot] + before
+	l.leave(slot, c)
+	l.push(slot, l.load(slot))
+	if l.min < 0 || l.load(slot) < l.min {
+		l.min = l.load(slot)
 	}
 }

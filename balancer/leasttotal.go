@@ -201,10 +201,14 @@ func (l *leastTotal) ended(slot int) {
 
 func (l *leastTotal) added(slot int) {
 	var low uint64
-	found := false
-	for i, live := range l.st.live {
-		if live && i != slot && (!found || l.score[i] < low) {
-			low, found = l.score[i], true
+	if l.first != none {
+		low = l.bScore[l.first] // the lowest score of a slot with room: O(1), so that adding n slots is O(n)
+	} else {
+		found := false
+		for i, live := range l.st.live {
+			if live && i != slot && (!found || l.score[i] < low) {
+				low, found = l.score[i], true
+			}
 		}
 	}
 	l.score[slot] = low
@@ -214,5 +218,19 @@ func (l *leastTotal) added(slot int) {
 func (l *leastTotal) removed(slot int) {
 	if l.bucket[slot] != none {
 		l.dropIfEmpty(l.detach(slot))
+	}
+}
+
+// reloaded adds to the slot's score the calls its worker served for others since the last report.
+func (l *leastTotal) reloaded(slot, _ int, prevTotal uint64) {
+	t := l.st.othersTotal[slot]
+	if t <= prevTotal {
+		return // no new calls, or a worker that counts afresh
+	}
+	l.score[slot] += t - prevTotal
+	if b := l.bucket[slot]; b != none {
+		l.detach(slot)
+		l.insert(slot)
+		l.dropIfEmpty(b)
 	}
 }

@@ -16,6 +16,8 @@ type model struct {
 	active []int
 	total  []uint64
 	score  []uint64 // LeastTotal selection score
+	others []int    // SetLoad's active
+	oTotal []uint64 // SetLoad's total
 	listed []bool   // LeastTotal: slot is in the eligible structure
 	since  []int
 	seq    int
@@ -43,6 +45,8 @@ func (m *model) grow() {
 	m.active = append(m.active, 0)
 	m.total = append(m.total, 0)
 	m.score = append(m.score, 0)
+	m.others = append(m.others, 0)
+	m.oTotal = append(m.oTotal, 0)
 	m.listed = append(m.listed, false)
 	m.since = append(m.since, 0)
 }
@@ -76,7 +80,8 @@ func (m *model) want() int {
 	better := func(i int) bool {
 		switch m.alg {
 		case LeastActive:
-			return m.active[i] < m.active[best] || m.active[i] == m.active[best] && m.since[i] < m.since[best]
+			li, lb := m.active[i]+m.others[i], m.active[best]+m.others[best]
+			return li < lb || li == lb && m.since[i] < m.since[best]
 		default: // LeastTotal
 			return m.score[i] < m.score[best] || m.score[i] == m.score[best] && m.since[i] < m.since[best]
 		}
@@ -158,16 +163,47 @@ func (m *model) add() int {
 		slot = len(m.live)
 		m.grow()
 	}
+	// The lowest score among the live slots with room, else among all live ones.
 	var low uint64
 	found := false
-	for i := range m.live {
-		if m.live[i] && (!found || m.score[i] < low) {
-			low, found = m.score[i], true
+	for _, withRoom := range []bool{true, false} {
+		for i := range m.live {
+			if i != slot && m.live[i] && (!withRoom || m.listed[i]) && (!found || m.score[i] < low) {
+				low, found = m.score[i], true
+			}
+		}
+		if found {
+			break
 		}
 	}
 	m.live[slot], m.total[slot], m.score[slot], m.listed[slot] = true, 0, low, true
+	m.others[slot], m.oTotal[slot] = 0, 0
 	m.stamp(slot)
 	return slot
+}
+
+func (m *model) setLoad(i, active int, total uint64) {
+	if i < 0 || i >= len(m.live) {
+		return
+	}
+	prev, prevTotal := m.others[i], m.oTotal[i]
+	m.others[i], m.oTotal[i] = active, total
+	if !m.live[i] {
+		return
+	}
+	switch m.alg {
+	case LeastActive:
+		if active != prev {
+			m.stamp(i)
+		}
+	case LeastTotal:
+		if total > prevTotal {
+			m.score[i] += total - prevTotal
+			if m.listed[i] {
+				m.stamp(i)
+			}
+		}
+	}
 }
 
 func (m *model) remove(i int) {
@@ -241,6 +277,17 @@ func TestMatchesModel(t *testing.T) {
 					if s < 0 || s >= len(m.live) || m.active[s] == 0 {
 						b.Done(s)
 					}
+				case r < 91:
+					s := rng.IntN(len(m.live)+2) - 1
+					active, total := rng.IntN(4), uint64(rng.IntN(3))
+					if s >= 0 && s < len(m.live) {
+						total += m.oTotal[s]
+					}
+					if rng.IntN(10) == 0 {
+						total = 0 // a worker that restarted counts afresh
+					}
+					b.SetLoad(s, active, total)
+					m.setLoad(s, active, total)
 				case r < 94:
 					if got, want := b.Add(), m.add(); got != want {
 						t.Fatalf("op %d: Add() = %d, want %d", op, got, want)

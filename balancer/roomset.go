@@ -38,6 +38,9 @@ func (r *roomSet) ended(slot int) {
 func (r *roomSet) added(slot int)   { r.room.set(slot) }
 func (r *roomSet) removed(slot int) { r.room.clear(slot) }
 
+// reloaded: round robin and random do not weigh load.
+func (r *roomSet) reloaded(int, int, uint64) {}
+
 // roundRobin walks the slots in circular index order from a cursor, skipping
 // slots that are removed or full.
 type roundRobin struct {

@@ -76,6 +76,9 @@ func (t *remoteTransport) onBeat(msg *nats.Msg) {
 	}
 	w.lastSeen.Store(time.Now().UnixNano())
 	prev := w.beat.Swap(&hb)
+	if w.standing {
+		w.beatLoad(&hb)
+	}
 	w.readyOne.Do(func() { close(w.ready) })
 	// A worker whose connection came back may have missed calls or lost replies.
 	if old := w.rec.conn.Swap(hb.Conn); prev != nil && old != hb.Conn {

@@ -146,7 +146,7 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 			var last *call
 			for _, r := range batch {
 				if n, err := strconv.ParseUint(r.Token, 36, 64); err == nil {
-					if c := m.deliver(n, r.Status, codec.Msgpack, r.Body); c != nil {
+					if c := m.deliver(n, r.Status, r.Load, codec.Msgpack, r.Body); c != nil {
 						last = c
 					}
 				}
@@ -171,7 +171,7 @@ func (m *replyMux) onReply(msg *nats.Msg) {
 			return
 		}
 	}
-	repliedTo(m.deliver(n, status, cd, msg.Data), 1)
+	repliedTo(m.deliver(n, status, msg.Header.Get(wire.HeaderLoad), cd, msg.Data), 1)
 }
 
 // repliedTo tells the transport of c, the last call a reply message answered, that the message answered n calls.
@@ -182,8 +182,8 @@ func repliedTo(c *call, n int) {
 }
 
 // deliver hands one reply (alone in its message or out of a batch) to call n, and returns the call it answered, if
-// any.
-func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte) *call {
+// any. load is the reply's wire.HeaderLoad, from a standing worker.
+func (m *replyMux) deliver(n uint64, status, load string, cd codec.Codec, data []byte) *call {
 	if status == wire.StatusProgress {
 		c := m.lookup(n, false)
 		if c == nil || c.Progress == nil {
@@ -200,6 +200,9 @@ func (m *replyMux) deliver(n uint64, status string, cd codec.Codec, data []byte)
 		return nil // cancelled, lost or timed out already
 	}
 	w := c.rc.w.Load()
+	if load != "" && w.standing {
+		w.replyLoad(c, load)
+	}
 	switch status {
 	case wire.StatusOK:
 		if data == nil {

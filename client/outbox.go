@@ -33,10 +33,11 @@ type remoteWorker struct {
 	beat     atomic.Pointer[wire.Heartbeat]
 	rec      reconcileState
 
-	mu       sync.Mutex
-	inflight map[*call]struct{} // sent and not answered
-	lost     bool
-	stopping bool
+	mu        sync.Mutex
+	inflight  map[*call]struct{} // sent and not answered
+	completed atomic.Int64       // calls answered (load.go)
+	lost      bool
+	stopping  bool
 
 	outMu    sync.Mutex
 	flushing bool // a goroutine is publishing to this worker, or flush is armed to
@@ -116,6 +117,9 @@ func (w *remoteWorker) done(c *call) {
 	delete(w.inflight, c)
 	left := len(w.inflight)
 	w.mu.Unlock()
+	if w.standing {
+		w.completed.Add(1)
+	}
 	w.t.mux.forget(c)
 	if left > 0 {
 		w.flushEarly(left)

@@ -70,8 +70,8 @@ type replyBatch struct {
 
 // pendingReply is a gathered reply; its subject is prefix+token.
 type pendingReply struct {
-	prefix, token, status string
-	start, end            int // of its body in replyBatch.bodies
+	prefix, token, status, load string
+	start, end                  int // of its body in replyBatch.bodies
 }
 
 const (
@@ -95,9 +95,10 @@ func (b *replyBatch) open() {
 }
 
 // add gathers a reply to subject, when a batch is open and the subject has the form {prefix}{token} that reply batches
-// need (the prefix ending with a '.'): enc appends its body, and keep sees it before anything else can overwrite it.
+// need (the prefix ending with a '.'), with the worker's load (wire.HeaderLoad; "" for none): enc appends its body,
+// and keep sees it before anything else can overwrite it.
 // It reports whether it gathered the reply; the caller publishes the reply alone otherwise.
-func (b *replyBatch) add(subject string, enc func(dst []byte) (string, []byte, bool),
+func (b *replyBatch) add(subject, load string, enc func(dst []byte) (string, []byte, bool),
 	keep func(status string, body []byte)) bool {
 	i := strings.LastIndexByte(subject, '.')
 	if i < 0 || i == len(subject)-1 {
@@ -116,7 +117,7 @@ func (b *replyBatch) add(subject string, enc func(dst []byte) (string, []byte, b
 	}
 	b.bodies = bodies
 	b.entries = append(b.entries, pendingReply{prefix: subject[:i+1], token: subject[i+1:], status: status,
-		start: start, end: len(bodies)})
+		load: load, start: start, end: len(bodies)})
 	keep(status, bodies[start:])
 	return true
 }
@@ -159,7 +160,7 @@ func (b *replyBatch) flush(h *hosted) {
 				b.publish(h, prefix, out)
 				out, size = out[:0], 0
 			}
-			out = append(out, wire.BatchReply{Token: e.token, Status: status, Body: body})
+			out = append(out, wire.BatchReply{Token: e.token, Status: status, Load: e.load, Body: body})
 			size += esize
 			e.prefix = ""
 		}

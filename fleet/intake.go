@@ -122,6 +122,9 @@ func (h *hosted) onCall(m *nats.Msg) {
 // in order. Otherwise it is handed to the worker's goroutine. Urgent calls run at once in their own goroutine, but
 // only once this goroutine reaches them; the control subject takes them without that wait (wire.ControlCall).
 func (h *hosted) dispatch(c *call, urgent bool) {
+	if h.spec.Pool == "" && h.w.InFlight() == 0 {
+		h.beatBusy(c.start)
+	}
 	switch {
 	case urgent:
 		h.admit(c, false, true)
@@ -145,6 +148,21 @@ func (h *hosted) dispatch(c *call, urgent bool) {
 		h.admit(c, false, true)
 		h.w.Submit(&c.Task)
 	}
+}
+
+// busyBeatEvery bounds the early heartbeats of a standing worker (beatBusy).
+const busyBeatEvery = 100 * time.Millisecond
+
+// beatBusy sends a standing worker's heartbeat at once when a call finds it idle, at most every busyBeatEvery: its
+// other callers learn that it is busy now, not at its next heartbeat, and send their calls elsewhere.
+func (h *hosted) beatBusy(now time.Time) {
+	last := h.busyBeat.Load()
+	if now.UnixNano()-last < int64(busyBeatEvery) || !h.busyBeat.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	hb := h.Heartbeat()
+	hb.InFlight = max(hb.InFlight, 1) // the call that found it idle, about to run
+	h.publishBeat(hb)
 }
 
 // onUrgentCall serves a wire.ControlCall: a call that runs at once, beside the worker's running call, even while a

@@ -23,7 +23,8 @@ func (h *hosted) answer(at int64, subject, id, trace string, cd codec.Codec, bat
 	keep := func(status string, body []byte) {
 		h.outcomes.add(at, id, subject, trace, status, cd.ContentType(), body)
 	}
-	if batched && h.replies.add(subject, enc, keep) {
+	load := h.load()
+	if batched && h.replies.add(subject, load, enc, keep) {
 		return
 	}
 	o := wire.GetReply(subject)
@@ -39,6 +40,9 @@ func (h *hosted) answer(at int64, subject, id, trace string, cd codec.Codec, bat
 	o.Set(wire.FieldContentType, cd.ContentType())
 	if trace != "" {
 		o.Set(wire.FieldTraceparent, trace)
+	}
+	if load != "" {
+		o.Set(wire.FieldLoad, load)
 	}
 	if perr := h.nc.PublishMsg(&o.Msg); perr != nil {
 		h.log.Warn("fleet: reply", "worker", h.spec.ID, "call", id, "err", perr)
@@ -66,4 +70,14 @@ func (h *hosted) encodeOutcome(dst []byte, id string, cd codec.Codec, res any, e
 		return "", dst[:start], false
 	}
 	return wire.StatusError, out, true
+}
+
+// load is what a standing worker's replies say of its load (wire.HeaderLoad), so that the callers sharing it pick
+// workers by everyone's calls; a worker started for one pool has no other callers, and says nothing.
+func (h *hosted) load() string {
+	if h.spec.Pool != "" {
+		return ""
+	}
+	st := h.w.Load()
+	return wire.FormatLoad(st.InFlight, st.Calls)
 }

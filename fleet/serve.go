@@ -89,6 +89,8 @@ type hosted struct {
 	// callers declared it lost while it was away (fence.go).
 	watch    *connWatch
 	lastTick atomic.Int64
+	// busyBeat is when a standing worker last beat early because a call found it idle (Unix nanoseconds).
+	busyBeat atomic.Int64
 	fence    fence
 
 	stopping atomic.Bool
@@ -328,8 +330,10 @@ func (h *hosted) heartbeats() {
 	}
 }
 
-func (h *hosted) beat() {
-	b, err := codec.Msgpack.Marshal(h.Heartbeat())
+func (h *hosted) beat() { h.publishBeat(h.Heartbeat()) }
+
+func (h *hosted) publishBeat(hb wire.Heartbeat) {
+	b, err := codec.Msgpack.Marshal(hb)
 	if err == nil {
 		err = h.nc.Publish(h.subjects.Heartbeat(h.spec.Kind, h.spec.ID), b)
 	}

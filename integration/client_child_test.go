@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natsfleet/natsfleet/balancer"
 	"github.com/natsfleet/natsfleet/broker"
 	"github.com/natsfleet/natsfleet/client"
 	"github.com/natsfleet/natsfleet/limits"
@@ -25,7 +26,7 @@ import (
 const envTestClient = "NATSFLEET_TEST_CLIENT"
 
 type childScenario struct {
-	Name string // "slow" or "holder"
+	Name string // "slow", "holder" or "sharer"
 	URL  string
 	Dir  string // the ledger's
 }
@@ -53,6 +54,8 @@ func testClientMain() {
 		slowClient(nc, sc)
 	case "holder":
 		holderClient(nc, sc)
+	case "sharer":
+		sharerClient(nc, sc)
 	}
 	fmt.Println("error unknown scenario", sc.Name)
 	os.Exit(2)
@@ -134,6 +137,31 @@ func holderClient(nc *nats.Conn, sc childScenario) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// sharerClient attaches to the standing Ledger workers with least-active balancing, keeps four of them busy with
+// calls of 2 s, says "holding" once all four run, and waits to be killed.
+func sharerClient(nc *nats.Conn, sc childScenario) {
+	ctx := context.Background()
+	p, err := client.Attach(ctx, nc, "Ledger", client.Options{LoadBalancing: balancer.LeastActive})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	for start := time.Now(); p.Stats().TotalWorkers < 8; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 20*time.Second {
+			fmt.Println("error attached to", p.Stats().TotalWorkers, "workers, want 8")
+			os.Exit(1)
+		}
+	}
+	for range 4 {
+		client.Call[string](p, "Where", 2*time.Second)
+	}
+	for countRuns(sc.Dir) < 4 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	fmt.Println("holding")
+	select {}
 }
 
 // countRuns counts the runs the ledger under dir holds, without a test to report to.

@@ -47,6 +47,15 @@ func (l *Ledger) Again(ctx context.Context, n int, hold time.Duration) (int, err
 	return l.Run(ctx, n, hold)
 }
 
+// Where records the call, waits hold and returns the ID of the worker that ran it.
+func (l *Ledger) Where(ctx context.Context, hold time.Duration) (string, error) {
+	if _, err := l.Run(ctx, 0, hold); err != nil {
+		return "", err
+	}
+	info, _ := fleet.CallInfo(ctx)
+	return info.WorkerID, nil
+}
+
 // Hold takes the pool's resource limit, records the call, and holds the resource for hold or until cancelled.
 func (l *Ledger) Hold(ctx context.Context, hold time.Duration) error {
 	acq, err := fleet.Limits(ctx).Acquire(ctx, nil)

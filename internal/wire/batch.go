@@ -28,9 +28,10 @@ type BatchCall struct {
 
 // BatchReply is one reply in a reply batch.
 type BatchReply struct {
-	Token  string             `msgpack:"t"` // last token of the call's reply subject
-	Status string             `msgpack:"s"` // Fleet-Status
-	Body   msgpack.RawMessage `msgpack:"b"` // the reply body, msgpack
+	Token  string             `msgpack:"t"`           // last token of the call's reply subject
+	Status string             `msgpack:"s"`           // Fleet-Status
+	Load   string             `msgpack:"l,omitempty"` // Fleet-Load
+	Body   msgpack.RawMessage `msgpack:"b"`           // the reply body, msgpack
 }
 
 // AppendMsgpack appends c's msgpack encoding to dst: the map msgpack writes for the struct, written without
@@ -82,9 +83,16 @@ func DecodeBatchCalls(dst []BatchCall, data []byte) ([]BatchCall, error) {
 
 // AppendMsgpack appends r's msgpack encoding to dst, as BatchCall.AppendMsgpack does for calls.
 func (r *BatchReply) AppendMsgpack(dst []byte) []byte {
-	dst = msgp.AppendMapLen(dst, 3)
+	n := 3
+	if r.Load != "" {
+		n = 4
+	}
+	dst = msgp.AppendMapLen(dst, n)
 	dst = msgp.AppendString(msgp.AppendString(dst, "t"), r.Token)
 	dst = msgp.AppendString(msgp.AppendString(dst, "s"), r.Status)
+	if r.Load != "" {
+		dst = msgp.AppendString(msgp.AppendString(dst, "l"), r.Load)
+	}
 	return appendRaw(msgp.AppendString(dst, "b"), r.Body)
 }
 
@@ -100,6 +108,8 @@ func DecodeBatchReplies(dst []BatchReply, data []byte) ([]BatchReply, error) {
 			if s, err = r.Str(); err == nil {
 				e.Status = status(s)
 			}
+		case "l":
+			e.Load, err = r.String()
 		case "b":
 			e.Body, err = r.Raw()
 		default:

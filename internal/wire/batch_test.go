@@ -28,6 +28,7 @@ func TestBatchCodecMatchesMsgpack(t *testing.T) {
 		{Token: "1", Status: wire.StatusOK, Body: []byte{0x2a}},
 		{Token: "zz", Status: wire.StatusError, Body: args},
 		{Token: "3", Status: "503"},
+		{Token: "4", Status: wire.StatusOK, Load: wire.FormatLoad(3, 1207), Body: []byte{0x01}},
 	}
 	var ours []byte
 	ours = msgp.AppendArrayLen(ours, len(calls))

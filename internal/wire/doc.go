@@ -28,7 +28,9 @@
 // result as body, StatusError with an Error, or StatusProgress with a Progress (any number of these precede the
 // final reply of a method that reports progress). A worker answers bad input (an unknown content type, a missing
 // method header, arguments that do not fit, a body over its limit) with an error reply and goes on serving; a call
-// without a reply subject runs and its outcome is dropped. Calls to one worker run in arrival order.
+// without a reply subject runs and its outcome is dropped. Calls to one worker run in arrival order. A standing
+// worker, which callers share, adds HeaderLoad to its replies: the calls it holds and has served for all its callers
+// (FormatLoad), which callers weigh when they pick a worker.
 //
 // # Batches
 //
@@ -38,8 +40,8 @@
 // BatchCall maps (keys i, m, r, d, a: call ID, method, reply subject, deadline, arguments). A worker serves the
 // entries in order exactly as separate calls. Their replies, when the reply subjects share a prefix up to their last
 // token, travel as a reply batch: a message to that prefix followed by ReplyBatchToken, with HeaderBatch and a
-// msgpack array of BatchReply maps (keys t, s, b: the last token of the call's reply subject, the status, the
-// body). Batches are msgpack only; a worker's Heartbeat says whether it takes them (Batches), and callers send them
+// msgpack array of BatchReply maps (keys t, s, l, b: the last token of the call's reply subject, the status, the
+// load as HeaderLoad has it, only from standing workers, and the body). Batches are msgpack only; a worker's Heartbeat says whether it takes them (Batches), and callers send them
 // only to workers that do.
 //
 // # Control

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,7 +24,29 @@ const (
 	// HeaderResend marks a call sent again because a reconcile found the worker had no record of it: the worker runs
 	// it only if it still has none (the first copy may have been delayed, not lost).
 	HeaderResend = "Fleet-Resend"
+	// HeaderLoad is on the replies of a standing worker, which callers share: the calls it holds and has served, all
+	// callers together, as FormatLoad writes them. Callers weigh the other callers' calls when they pick a worker.
+	HeaderLoad = "Fleet-Load"
 )
+
+// FormatLoad writes HeaderLoad's value: the calls a worker holds (queued or running) and has completed.
+func FormatLoad(inFlight, calls int64) string {
+	return strconv.FormatInt(inFlight, 10) + " " + strconv.FormatInt(calls, 10)
+}
+
+// ParseLoad reads a HeaderLoad value; ok is false for one FormatLoad did not write.
+func ParseLoad(s string) (inFlight, calls int64, ok bool) {
+	a, b, found := strings.Cut(s, " ")
+	if !found {
+		return 0, 0, false
+	}
+	inFlight, err1 := strconv.ParseInt(a, 10, 64)
+	calls, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || inFlight < 0 || calls < 0 {
+		return 0, 0, false
+	}
+	return inFlight, calls, true
+}
 
 // Values of HeaderStatus.
 const (

@@ -91,3 +91,29 @@ func TestOutReuse(t *testing.T) {
 	}
 	o.Put()
 }
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	if s := wire.FormatLoad(3, 1207); s != "3 1207" {
+		t.Fatalf("FormatLoad(3, 1207) = %q", s)
+	}
+	tests := []struct {
+		in              string
+		inFlight, calls int64
+		ok              bool
+	}{
+		{"3 1207", 3, 1207, true},
+		{"0 0", 0, 0, true},
+		{"", 0, 0, false},
+		{"3", 0, 0, false},
+		{"-1 4", 0, 0, false},
+		{"3 x", 0, 0, false},
+		{"99999999999999999999 1", 0, 0, false},
+	}
+	for _, tt := range tests {
+		f, c, ok := wire.ParseLoad(tt.in)
+		if ok != tt.ok || ok && (f != tt.inFlight || c != tt.calls) {
+			t.Errorf("ParseLoad(%q) = %d, %d, %t; want %d, %d, %t", tt.in, f, c, ok, tt.inFlight, tt.calls, tt.ok)
+		}
+	}
+}

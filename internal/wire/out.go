@@ -21,11 +21,12 @@ const (
 	FieldAbort
 	FieldBatch
 	FieldResend
+	FieldLoad
 	numFields
 )
 
 var fieldHeaders = [numFields]string{HeaderCallID, HeaderMethod, HeaderDeadline, HeaderContentType,
-	HeaderTraceparent, HeaderStatus, HeaderControl, HeaderAbort, HeaderBatch, HeaderResend}
+	HeaderTraceparent, HeaderStatus, HeaderControl, HeaderAbort, HeaderBatch, HeaderResend, HeaderLoad}
 
 // Out is a reusable outgoing message. nats.Conn.PublishMsg encodes a message before it returns, so one Out serves
 // message after message: its struct, header map, header values and body buffer are reused, and setting a header
