@@ -32,6 +32,10 @@ func (s Subjects) Control(workerID string) string { return s.p() + ".w." + worke
 // Spawn is the subject an agent takes requests to start workers on: {prefix}.agent.{agentID}.spawn.
 func (s Subjects) Spawn(agentID string) string { return s.p() + ".agent." + agentID + ".spawn" }
 
+// AgentCalls is where an agent takes calls for any of its workers, each naming its worker: a caller with many
+// workers on one agent sends their calls there together.
+func (s Subjects) AgentCalls(agentID string) string { return s.p() + ".agent." + agentID + ".calls" }
+
 // AgentDiscover is the subject every agent answers (scatter-gather): {prefix}.agent.discover.
 func (s Subjects) AgentDiscover() string { return s.p() + ".agent.discover" }
 

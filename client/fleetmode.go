@@ -85,6 +85,7 @@ func (t *remoteTransport) planFleet(ctx context.Context) error {
 		}
 		t.plan[i] = agents[best].ID
 		agents[best].Free--
+		t.agents.placed(agents[best])
 	}
 	p.opts.MaxWorkers = want
 	return nil
@@ -112,6 +113,7 @@ func (t *remoteTransport) spawnOnAgent(ctx context.Context, index int, spec wire
 			return "", fmt.Errorf("%w: no agent has free capacity for kind %s", ErrNoWorkers, spec.Kind)
 		}
 		agent = agents[best].ID
+		t.agents.placed(agents[best])
 	}
 	body, err := msgpack.Marshal(&spec)
 	if err != nil {

@@ -76,6 +76,9 @@ func (t *remoteTransport) onBeat(msg *nats.Msg) {
 	}
 	w.lastSeen.Store(time.Now().UnixNano())
 	prev := w.beat.Swap(&hb)
+	if prev == nil {
+		w.chooseRoute(&hb) // before it is ready: its first call takes the route it keeps
+	}
 	if w.standing {
 		w.beatLoad(&hb)
 	}

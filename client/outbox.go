@@ -3,22 +3,18 @@ package client
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/natsfleet/natsfleet/fleet"
-	"github.com/natsfleet/natsfleet/internal/msgp"
 	"github.com/natsfleet/natsfleet/internal/wire"
 )
 
-// remoteWorker is the pool's end of one remote worker: the calls it was sent and has not answered, and its outbox,
-// where calls wait to travel together in one batch message. Under load NATS's cost per message (the server's
-// routing, each process's reads, writes and wake-ups) is paid once per batch instead of once per call.
+// remoteWorker is the pool's end of one remote worker: the calls it was sent and has not answered, and the route its
+// calls take (route.go).
 type remoteWorker struct {
 	t        *remoteTransport
 	wid      string
@@ -32,48 +28,16 @@ type remoteWorker struct {
 	readyOne sync.Once
 	beat     atomic.Pointer[wire.Heartbeat]
 	rec      reconcileState
+	// out is the route of its calls: its own, or its agent's shared by the pool's workers there (viaAgent). Set
+	// before its first call and never changed, so that its calls keep their order.
+	out atomic.Pointer[route]
 
 	mu        sync.Mutex
 	inflight  map[*call]struct{} // sent and not answered
 	completed atomic.Int64       // calls answered (load.go)
 	lost      bool
 	stopping  bool
-
-	outMu    sync.Mutex
-	flushing bool // a goroutine is publishing to this worker, or flush is armed to
-	armed    bool // flush will drain the outbox
-	flush    *time.Timer
-	outbox   []*call // calls waiting for it
-	spare    []*call
-	inCork   bool // listed in t.corks; guarded by corks.mu
-
-	// The sender's (flushing's) alone: the batch message and its body, reused since nats.go copies what it
-	// publishes.
-	batchMsg  wire.Out
-	batchBody []byte
 }
-
-const (
-	// batchBacklog is the backlog on a worker from which calls wait to travel in batches: a call to a worker that
-	// holds no other goes at once, a call behind others waits (as Nagle's algorithm holds back small segments while
-	// one is unacknowledged).
-	batchBacklog = 2
-	// batchDelay is the longest a call behind an unanswered one waits in the outbox for others to join it: a loop
-	// submitting calls gathers dozens in that time, and it is short against a round trip under load (BENCHMARKS.md).
-	batchDelay = 50 * time.Microsecond
-	// corkDelay is the longest a burst to an idle worker waits for its caller to wait (Pool.waiting); only a caller
-	// that never waits meets it.
-	corkDelay = 500 * time.Microsecond
-	// maxDrainRounds bounds how long a caller's goroutine keeps sending others' calls before a goroutine of its
-	// own takes over.
-	maxDrainRounds = 8
-	// batchChunk is how many waiting calls make a batch worth sending before the worker has answered all it holds.
-	batchChunk = maxBatch
-	// maxKeptBatch is the largest batch body a worker's outbox keeps for its next batch.
-	maxKeptBatch = 1 << 20
-	// maxBatch is the most calls one batch message carries.
-	maxBatch = 128
-)
 
 func (t *remoteTransport) newWorker(id string, index int) *remoteWorker {
 	w := &remoteWorker{t: t, wid: id, index: index, subject: t.subj.Worker(id), ready: make(chan struct{}),
@@ -83,6 +47,15 @@ func (t *remoteTransport) newWorker(id string, index int) *remoteWorker {
 }
 
 func (w *remoteWorker) id() string { return w.wid }
+
+// route is the worker's route; one of its own until its first heartbeat says otherwise.
+func (w *remoteWorker) route() *route {
+	if r := w.out.Load(); r != nil {
+		return r
+	}
+	w.out.CompareAndSwap(nil, newRoute(w.t, w.subject, false))
+	return w.out.Load()
+}
 
 func (w *remoteWorker) send(c *call) {
 	rc := c.rc
@@ -96,8 +69,9 @@ func (w *remoteWorker) send(c *call) {
 		return
 	}
 	w.inflight[c] = struct{}{}
-	backlog := len(w.inflight)
 	w.mu.Unlock()
+	r := w.route()
+	backlog := int(r.held.Add(1))
 	if c.settled() {
 		w.done(c) // cancelled on its way
 		return
@@ -110,19 +84,23 @@ func (w *remoteWorker) sendUrgent(c *call) {
 	w.send(c)
 }
 
-// done forgets a call the worker was sent, once its outcome is known, and sends what waits in the outbox if the
-// worker has now answered everything else.
+// done forgets a call the worker was sent, once its outcome is known, and sends what waits on its route if the route
+// has now answered everything else.
 func (w *remoteWorker) done(c *call) {
 	w.mu.Lock()
+	_, ok := w.inflight[c]
 	delete(w.inflight, c)
-	left := len(w.inflight)
 	w.mu.Unlock()
+	w.t.mux.forget(c)
+	if !ok {
+		return // done already: its route counted it out
+	}
 	if w.standing {
 		w.completed.Add(1)
 	}
-	w.t.mux.forget(c)
-	if left > 0 {
-		w.flushEarly(left)
+	r := w.route()
+	if left := int(r.held.Add(-1)); left > 0 {
+		r.flushEarly(left)
 	}
 }
 
@@ -138,231 +116,14 @@ func (w *remoteWorker) batches() bool {
 	return hb != nil && hb.Batches
 }
 
-// publish sends c to the worker, which holds backlog calls (c included): at once and alone, or through the outbox
-// (holdFor). Senders combine: a call published while another goroutine sends to this worker joins the outbox, and
-// that goroutine sends it.
+// publish sends c to the worker, which holds backlog calls on its route (c included): at once and alone, or through
+// the route's outbox.
 func (w *remoteWorker) publish(c *call, backlog int) {
 	if c.rc.urgent || !w.batches() {
 		w.publishOne(c)
 		return
 	}
-	w.outMu.Lock()
-	if w.flushing {
-		w.outbox = append(w.outbox, c)
-		full := len(w.outbox) >= batchChunk
-		w.outMu.Unlock()
-		switch {
-		case c.rc.endsRun:
-			w.flushEarly(0) // the run is complete: nothing will join the batch
-		case full:
-			w.flushEarly(backlog)
-		}
-		return
-	}
-	w.flushing = true
-	hold := w.holdFor(c, backlog)
-	if hold == 0 {
-		w.outMu.Unlock()
-		w.publishOne(c)
-		w.drain(maxDrainRounds)
-		return
-	}
-	w.outbox = append(w.outbox, c)
-	w.armed = true
-	if w.flush == nil {
-		w.flush = time.AfterFunc(hold, w.flushArmed)
-	} else {
-		w.flush.Reset(hold)
-	}
-	w.outMu.Unlock()
-	if hold == corkDelay {
-		w.t.corks.add(w)
-	}
-}
-
-// holdFor is how long c waits in the outbox for other calls to join it; 0 sends it at once.
-//
-//   - The last call of a whole run (runs.go) goes at once, with what waits: no call of its burst will join it.
-//   - A call behind an unanswered one waits batchDelay, or until batchChunk calls wait or the worker has answered
-//     everything it was sent (flushEarly).
-//   - A call to an idle worker while the pool has other calls in flight likely starts a burst: it waits until a
-//     caller of the pool waits for a call (Pool.waiting), or corkDelay, so that a loop submitting calls sends each
-//     worker one batch.
-//   - A call to an idle worker of an otherwise idle pool goes at once: a caller making one call at a time sends
-//     every call at once, alone.
-func (w *remoteWorker) holdFor(c *call, backlog int) time.Duration {
-	switch {
-	case c.rc.endsRun:
-		return 0
-	case backlog >= batchBacklog:
-		return batchDelay
-	case w.t.pool.inFlight() > 1:
-		return corkDelay
-	}
-	return 0
-}
-
-// corks lists the outboxes held back until a caller of the pool waits for a call (holdFor).
-type corks struct {
-	mu sync.Mutex
-	ws []*remoteWorker
-	n  atomic.Int32 // len(ws), read without the lock on every wait
-}
-
-func (k *corks) add(w *remoteWorker) {
-	k.mu.Lock()
-	if !w.inCork { // an outbox flushed by its timer may be corked again before anyone waits
-		w.inCork = true
-		k.ws = append(k.ws, w)
-		k.n.Store(int32(len(k.ws)))
-	}
-	k.mu.Unlock()
-}
-
-// waiting sends the outboxes held back: a caller is about to wait.
-func (t *remoteTransport) waiting() {
-	k := &t.corks
-	if k.n.Load() == 0 {
-		return
-	}
-	var room [8]*remoteWorker
-	k.mu.Lock()
-	ws := append(room[:0], k.ws...)
-	for _, w := range k.ws {
-		w.inCork = false
-	}
-	clear(k.ws)
-	k.ws = k.ws[:0]
-	k.n.Store(0)
-	k.mu.Unlock()
-	for _, w := range ws {
-		w.flushEarly(0)
-	}
-}
-
-// flushArmed sends the outbox when its wait is over.
-func (w *remoteWorker) flushArmed() {
-	w.outMu.Lock()
-	w.armed = false
-	w.outMu.Unlock()
-	w.drain(-1)
-}
-
-// flushEarly sends the outbox before its wait is over when a batch's worth waits in it, or everything the worker
-// holds does (the worker has answered all it was sent, and would otherwise idle until the timer fires). left is the
-// worker's backlog.
-func (w *remoteWorker) flushEarly(left int) {
-	w.outMu.Lock()
-	if !w.armed || len(w.outbox) < left && len(w.outbox) < batchChunk || !w.flush.Stop() {
-		w.outMu.Unlock()
-		return // nothing waits, the worker still has work, or the timer is sending the outbox already
-	}
-	w.armed = false
-	w.outMu.Unlock()
-	w.drain(maxDrainRounds)
-}
-
-// drain sends what piled up in the outbox while this goroutine published, until it is empty.
-func (w *remoteWorker) drain(rounds int) {
-	for i := 0; ; i++ {
-		w.outMu.Lock()
-		if len(w.outbox) == 0 {
-			w.flushing = false
-			w.outMu.Unlock()
-			return
-		}
-		if i == rounds {
-			w.outMu.Unlock()
-			go w.drain(-1) // still flushing: it is the new sender
-			return
-		}
-		batch := w.outbox
-		w.outbox = w.spare[:0]
-		w.outMu.Unlock()
-		for len(batch) > 0 {
-			k := min(len(batch), maxBatch)
-			w.publishBatch(batch[:k])
-			batch = batch[k:]
-		}
-		w.outMu.Lock()
-		w.spare = batch[:0]
-		w.outMu.Unlock()
-	}
-}
-
-// publishBatch sends calls in one message; one call goes alone.
-func (w *remoteWorker) publishBatch(calls []*call) {
-	if len(calls) == 1 {
-		w.publishOne(calls[0])
-		return
-	}
-	mux := w.t.mux
-	// The body is written as the calls are registered: an array header sized for all of them, patched below when
-	// some were cancelled while they waited in the outbox. An array32 header is what the patch needs room for.
-	need := 5
-	for _, c := range calls {
-		// An entry: the map header, four keys, string headers of up to 5 bytes, and at most 13 digits each of call ID
-		// and reply token.
-		need += 30 + len(mux.id) + 13 + len(c.method) + len(mux.prefix) + 13 + len(c.rc.body)
-		if c.rc.deadline != 0 {
-			need += 8 + len(time.RFC3339Nano)
-		}
-	}
-	buf := w.batchBody
-	if cap(buf) < need {
-		buf = make([]byte, 0, need)
-	}
-	body := buf[:5]
-	n := 0
-	now := time.Now().UnixNano()
-	for _, c := range calls {
-		if c.settled() {
-			continue
-		}
-		c.rc.sentAt.CompareAndSwap(0, now)
-		// The ID and reply subject are written from buffers on the stack: strings of their own would cost two
-		// allocations per call, and the entry's encoding copies them anyway.
-		var idBuf, replyBuf [64]byte
-		id := mux.appendCallID(idBuf[:0], c.rc.id)
-		reply := mux.appendReply(replyBuf[:0], mux.filed(c))
-		e := wire.BatchCall{ID: unsafe.String(unsafe.SliceData(id), len(id)), Method: c.method,
-			Reply: unsafe.String(unsafe.SliceData(reply), len(reply)), Args: c.rc.body}
-		e.Deadline = c.rc.deadlineHeader()
-		body = e.AppendMsgpack(body)
-		n++
-	}
-	if n == 0 {
-		return
-	}
-	if int64(len(body)+64) > w.t.nc.MaxPayload() { // 64: the message's headers
-		// Too big together: send each alone, so one oversized call fails by itself.
-		for _, c := range calls {
-			if !c.settled() {
-				mux.forget(c)
-				w.publishOne(c)
-			}
-		}
-		return
-	}
-	var room [5]byte
-	hdr := msgp.AppendArrayLen(room[:0], n)
-	m := &w.batchMsg
-	m.Msg.Subject = w.subject
-	m.Set(wire.FieldBatch, strconv.Itoa(n))
-	m.Msg.Data = body[5-len(hdr):]
-	copy(m.Msg.Data, hdr)
-	err := w.t.nc.PublishMsg(&m.Msg)
-	m.Msg.Data = nil
-	if cap(body) <= maxKeptBatch {
-		w.batchBody = body[:0]
-	}
-	if err != nil && !w.undelivered(err) {
-		for _, c := range calls {
-			if !c.settled() {
-				w.fail(c, fmt.Errorf("client: send %s to %s: %w", c.method, w.wid, err))
-			}
-		}
-	}
+	w.route().publish(c, backlog)
 }
 
 // undelivered reports whether err says only that a call could not be sent yet: the connection is down and its
@@ -375,19 +136,23 @@ func (w *remoteWorker) undelivered(err error) bool {
 	return true
 }
 
-// publishOne sends c in a message of its own.
+// publishOne sends c in a message of its own: on the worker's route, or, urgent, to its control subject.
 func (w *remoteWorker) publishOne(c *call) {
 	mux := w.t.mux
 	n := mux.filed(c)
 	c.rc.sentAt.CompareAndSwap(0, time.Now().UnixNano())
-	o := wire.GetCall(w.subject)
+	r := w.route()
+	o := wire.GetCall(r.subject)
 	o.Msg.Reply, o.Msg.Data = string(mux.appendReply(nil, n)), c.rc.body
 	o.Set(wire.FieldCallID, c.callID())
 	o.Set(wire.FieldMethod, c.method)
-	if c.rc.urgent {
+	switch {
+	case c.rc.urgent:
 		// An urgent call goes to the control subject, whose goroutine is never busy with a call.
 		o.Msg.Subject = w.t.subj.Control(w.wid)
 		o.Set(wire.FieldControl, wire.ControlCall)
+	case r.agent:
+		o.Set(wire.FieldWorker, w.wid)
 	}
 	if c.rc.deadline != 0 {
 		o.Set(wire.FieldDeadline, c.rc.deadlineHeader())

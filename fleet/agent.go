@@ -48,7 +48,8 @@ type Agent struct {
 	subjects broker.Subjects
 	host     string
 
-	discSub, spawnSub *nats.Subscription
+	discSub, spawnSub, callSub *nats.Subscription
+	calls                      agentCalls // agentcalls.go
 
 	mu       sync.Mutex
 	workers  map[string]*hosted
@@ -95,6 +96,11 @@ func StartAgent(nc *nats.Conn, opts AgentOptions) (*Agent, error) {
 		_ = a.discSub.Unsubscribe()
 		return nil, fmt.Errorf("fleet: start agent %s: %w", opts.ID, err)
 	}
+	if err := a.startCalls(); err != nil {
+		_ = a.discSub.Unsubscribe()
+		_ = a.spawnSub.Unsubscribe()
+		return nil, fmt.Errorf("fleet: start agent %s: %w", opts.ID, err)
+	}
 	// Discoverable as soon as StartAgent returns (see Serve).
 	_ = nc.FlushTimeout(flushTimeout)
 	return a, nil
@@ -111,6 +117,7 @@ type AgentInfo struct {
 	Free     int      `msgpack:"free" json:"free"`         // of which not in use
 	Kinds    []string `msgpack:"kinds" json:"kinds"`       // kinds it can build
 	Workers  int      `msgpack:"workers" json:"workers"`   // workers it hosts now, standing ones included
+	CPUs     int      `msgpack:"cpus" json:"cpus"`         // its GOMAXPROCS: how many of its workers run at once
 }
 
 // Info is what the agent offers, as it answers discovery requests.
@@ -118,7 +125,7 @@ func (a *Agent) Info() AgentInfo {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return AgentInfo{ID: a.opts.ID, Host: a.host, Capacity: a.opts.Capacity, Free: a.opts.Capacity - a.used,
-		Kinds: Kinds(), Workers: len(a.workers)}
+		Kinds: Kinds(), Workers: len(a.workers), CPUs: runtime.GOMAXPROCS(0)}
 }
 
 // Serve starts n standing workers of the named kind, built with the constructor arguments args. Standing workers
@@ -167,7 +174,8 @@ func (a *Agent) serve(spec wire.WorkerSpec, spawned bool) (*hosted, error) {
 	}
 	a.mu.Unlock()
 	h, err := serve(a.nc, spec, serveOptions{Agent: a.opts.ID, MaxCallBytes: a.opts.MaxCallBytes,
-		Logger: a.opts.Logger, OnCall: a.opts.OnCall, onStop: func(h *hosted) { a.forget(h, spawned) }})
+		Logger: a.opts.Logger, OnCall: a.opts.OnCall, onStop: func(h *hosted) { a.forget(h, spawned) },
+		agentCalls: a.callSub})
 	if err != nil {
 		return nil, err
 	}
@@ -277,6 +285,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 		_ = a.spawnSub.Unsubscribe()
 	}
 	a.spawning.Wait()
+	defer a.stopCalls() // once the workers have stopped: calls buffered for them still reach them
 	a.mu.Lock()
 	hosted := make([]*hosted, 0, len(a.workers))
 	for _, h := range a.workers {

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,8 +30,8 @@ func (h *hosted) onBatch(m *nats.Msg, start time.Time) {
 		opened, served := start, 0
 		for i := range batch {
 			e := &batch[i]
-			in := wire.Call{ID: e.ID, Method: e.Method, Deadline: e.Deadline, Reply: e.Reply, Body: e.Args, Batched: true}
-			if c := h.accept(&in, start); c != nil {
+			in := wire.Call{ID: e.ID, Method: e.Method, Deadline: e.Deadline, Reply: e.Reply, Body: e.Args}
+			if c := h.accept(&in, start, &h.replies); c != nil {
 				h.dispatch(c, false)
 			}
 			if served++; i == len(batch)-1 {
@@ -38,12 +39,12 @@ func (h *hosted) onBatch(m *nats.Msg, start time.Time) {
 			}
 			// The clock is read every few calls only: what runs in this goroutine are short calls.
 			if served == replyChunk || served%8 == 0 && time.Since(opened) >= replyWait {
-				h.replies.flush(h)
+				h.replies.flush()
 				h.replies.open()
 				opened, served = time.Now(), 0
 			}
 		}
-		h.replies.flush(h)
+		h.replies.flush()
 	} else {
 		// No reply subject can be read: the callers learn of the loss only from their own deadlines.
 		h.log.Warn("fleet: unreadable call batch dropped", "worker", h.spec.ID, "bytes", len(m.Data), "err", err)
@@ -56,6 +57,11 @@ func (h *hosted) onBatch(m *nats.Msg, start time.Time) {
 // publishes them when the batch is done. Replies come from any goroutine (calls handed to the worker's goroutine,
 // cancels), hence the lock; only the subscription's goroutine opens and flushes.
 type replyBatch struct {
+	// where it publishes, and for whom it logs: a worker's, or an agent's for all its workers (agentcalls.go)
+	nc    *nats.Conn
+	log   *slog.Logger
+	owner string
+
 	mu      sync.Mutex
 	isOpen  bool
 	entries []pendingReply
@@ -125,13 +131,13 @@ func (b *replyBatch) add(subject, load string, enc func(dst []byte) (string, []b
 // flush closes the batch and publishes what it gathered: one message per client inbox, or more when the replies
 // exceed the connection's maximum payload. A reply too large for any message is answered with an error matching
 // ErrPayloadTooLarge, as a reply alone would be.
-func (b *replyBatch) flush(h *hosted) {
+func (b *replyBatch) flush() {
 	b.mu.Lock()
 	b.isOpen = false
 	entries, bodies := b.entries, b.bodies
 	b.mu.Unlock()
 	// Until this goroutine opens the next batch, no one else touches entries or bodies.
-	limit := int(h.nc.MaxPayload()) - replyBatchOverhead
+	limit := int(b.nc.MaxPayload()) - replyBatchOverhead
 	for first := range entries {
 		prefix := entries[first].prefix
 		if prefix == "" {
@@ -150,21 +156,21 @@ func (b *replyBatch) flush(h *hosted) {
 				status = wire.StatusError
 				if body, err = codec.Msgpack.Marshal(encodeError(fmt.Errorf(
 					"%w: result of %d bytes exceeds the connection's maximum payload of %d", ErrPayloadTooLarge,
-					len(body), h.nc.MaxPayload()))); err != nil {
-					h.log.Warn("fleet: encode error reply", "worker", h.spec.ID, "err", err)
+					len(body), b.nc.MaxPayload()))); err != nil {
+					b.log.Warn("fleet: encode error reply", "from", b.owner, "err", err)
 					continue
 				}
 				esize = len(e.token) + len(status) + len(body) + replyEntryOverhead
 			}
 			if size+esize > limit && len(out) > 0 {
-				b.publish(h, prefix, out)
+				b.publish(prefix, out)
 				out, size = out[:0], 0
 			}
 			out = append(out, wire.BatchReply{Token: e.token, Status: status, Load: e.load, Body: body})
 			size += esize
 			e.prefix = ""
 		}
-		b.publish(h, prefix, out)
+		b.publish(prefix, out)
 		clear(out)
 		b.out = out[:0]
 	}
@@ -178,7 +184,7 @@ func (b *replyBatch) flush(h *hosted) {
 }
 
 // publish sends replies to the batch subject of the inbox prefix.
-func (b *replyBatch) publish(h *hosted, prefix string, replies []wire.BatchReply) {
+func (b *replyBatch) publish(prefix string, replies []wire.BatchReply) {
 	if len(replies) == 0 {
 		return
 	}
@@ -190,8 +196,8 @@ func (b *replyBatch) publish(h *hosted, prefix string, replies []wire.BatchReply
 		b.msg.Header = nats.Header{wire.HeaderBatch: b.n[:]}
 	}
 	b.msg.Subject, b.msg.Data, b.n[0] = prefix+wire.ReplyBatchToken, b.body, strconv.Itoa(len(replies))
-	if err := h.nc.PublishMsg(&b.msg); err != nil {
-		h.log.Warn("fleet: reply batch", "worker", h.spec.ID, "subject", b.msg.Subject, "err", err)
+	if err := b.nc.PublishMsg(&b.msg); err != nil {
+		b.log.Warn("fleet: reply batch", "from", b.owner, "subject", b.msg.Subject, "err", err)
 	}
 	b.msg.Data = nil
 	if cap(b.body) > maxKeptBody {

@@ -99,36 +99,69 @@ func (h *hosted) cancelCall(id string) {
 // the worker's memory beyond it.
 const maxTombs = 4096
 
-// tombLocked remembers a cancel of a call the worker has not received, if the call subscription holds messages it
-// may be among; the mark lasts until the subscription has delivered them all.
+// tombLocked remembers a cancel of a call the worker has not received, if a subscription that brings it calls (its
+// own, its agent's) holds messages it may be among; the mark lasts until both have delivered what they held.
 func (h *hosted) tombLocked(id string) {
-	pending, _, err := h.callSub.Pending()
-	if err != nil || pending == 0 {
+	mark, buffered := h.deliveriesAhead()
+	if !buffered {
 		return // the call was answered already (the cancel came late) or never sent
 	}
-	delivered, err := h.callSub.Delivered()
-	if err != nil {
-		return
-	}
-	h.pruneTombsLocked(delivered)
+	h.pruneTombsLocked(h.delivered(0))
 	if len(h.tombs) >= maxTombs {
 		h.log.Warn("fleet: too many cancels of calls not yet received; dropping one", "worker", h.spec.ID,
 			"call", id)
 		return
 	}
 	if h.tombs == nil {
-		h.tombs = make(map[string]int64)
+		h.tombs = make(map[string]tomb)
 	}
-	// pending counts the message in the callback too, so the buffered ones are among the next pending deliveries.
-	h.tombs[id] = delivered + int64(pending)
+	h.tombs[id] = mark
 }
 
-// takeTombLocked reports whether the call id, just delivered, was cancelled while it waited in the buffer.
-func (h *hosted) takeTombLocked(id string) bool {
-	delivered, err := h.callSub.Delivered()
-	if err == nil {
-		h.pruneTombsLocked(delivered - 1) // this call's own mark has not expired yet
+// tomb is when a cancelled call still buffered would have come out at the latest: the deliveries of the worker's
+// subscription and of its agent's.
+type tomb struct{ own, agent int64 }
+
+// deliveriesAhead returns the deliveries by which what the subscriptions hold now will have come out, and whether
+// they hold anything. Pending counts the message in a callback too, so the buffered ones are among the next.
+func (h *hosted) deliveriesAhead() (tomb, bool) {
+	var t tomb
+	buffered := false
+	for _, s := range []struct {
+		sub  *nats.Subscription
+		mark *int64
+	}{{h.callSub, &t.own}, {h.agentSub, &t.agent}} {
+		if s.sub == nil {
+			continue
+		}
+		pending, _, err := s.sub.Pending()
+		delivered, derr := s.sub.Delivered()
+		if err != nil || derr != nil {
+			continue
+		}
+		*s.mark = delivered + int64(pending)
+		buffered = buffered || pending > 0
 	}
+	return t, buffered
+}
+
+// delivered returns what the subscriptions have delivered, less back each.
+func (h *hosted) delivered(back int64) tomb {
+	var t tomb
+	if n, err := h.callSub.Delivered(); err == nil {
+		t.own = n - back
+	}
+	if h.agentSub != nil {
+		if n, err := h.agentSub.Delivered(); err == nil {
+			t.agent = n - back
+		}
+	}
+	return t
+}
+
+// takeTombLocked reports whether the call id, just delivered, was cancelled while it waited in a buffer.
+func (h *hosted) takeTombLocked(id string) bool {
+	h.pruneTombsLocked(h.delivered(1)) // this call's own mark has not expired yet
 	if _, ok := h.tombs[id]; ok {
 		delete(h.tombs, id)
 		return true
@@ -136,9 +169,9 @@ func (h *hosted) takeTombLocked(id string) bool {
 	return false
 }
 
-func (h *hosted) pruneTombsLocked(delivered int64) {
-	for id, last := range h.tombs {
-		if last <= delivered {
+func (h *hosted) pruneTombsLocked(now tomb) {
+	for id, t := range h.tombs {
+		if t.own <= now.own && t.agent <= now.agent {
 			delete(h.tombs, id)
 		}
 	}

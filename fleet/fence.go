@@ -71,7 +71,7 @@ func (h *hosted) endSuspicion(now time.Time) {
 	if !h.fence.suspect.Load() || now.Sub(time.Unix(0, h.fence.since.Load())) < h.spec.HeartbeatInterval {
 		return
 	}
-	if n, _, err := h.callSub.Pending(); err == nil && n == 0 {
+	if _, buffered := h.deliveriesAhead(); !buffered {
 		h.fence.suspect.Store(false)
 	}
 }

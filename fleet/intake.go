@@ -25,8 +25,8 @@ type call struct {
 	inbox   string // reply subject; "" drops the outcome
 	trace   string
 	codec   codec.Codec
-	start   time.Time // arrival at the worker
-	batched bool      // it came in a call batch
+	start   time.Time   // arrival at the worker
+	replies *replyBatch // where its reply may wait for company: it came in a call batch; nil: alone
 	arg     [1]any    // Task.Values of a method called directly
 	// took is the time from arrival to the end of its run, once it ran: its reply records it without reading the
 	// clock again. Atomic, since a cancel may answer the call while it runs.
@@ -58,7 +58,7 @@ func (c *call) Reply(_ *actor.Task, res any, err error) {
 		}
 		return
 	}
-	h.answer(c.start.UnixNano(), c.inbox, c.CallID, c.trace, c.codec, c.batched, res, err)
+	h.answer(c.start.UnixNano(), c.inbox, c.CallID, c.trace, c.codec, c.replies, res, err)
 }
 
 // Ran learns the method's pace from a run.
@@ -109,10 +109,15 @@ func (h *hosted) onCall(m *nats.Msg) {
 		h.onBatch(m, start)
 		return
 	}
-	if h.duplicate(&in) {
+	h.take(&in, start)
+}
+
+// take serves one call that came alone, on the worker's subject or its agent's.
+func (h *hosted) take(in *wire.Call, start time.Time) {
+	if h.duplicate(in) {
 		return
 	}
-	if c := h.accept(&in, start); c != nil {
+	if c := h.accept(in, start, nil); c != nil {
 		h.dispatch(c, in.Urgent)
 	}
 }
@@ -173,7 +178,7 @@ func (h *hosted) onUrgentCall(m *nats.Msg) {
 	if h.duplicate(&in) {
 		return
 	}
-	c := h.accept(&in, start)
+	c := h.accept(&in, start, nil)
 	if c == nil {
 		return
 	}
@@ -201,37 +206,38 @@ func (h *hosted) admit(c *call, inline, fromCallSub bool) {
 	}
 }
 
-// accept reads a call into a call record, or answers it with an error and returns nil.
-func (h *hosted) accept(in *wire.Call, start time.Time) *call {
+// accept reads a call into a call record, or answers it with an error and returns nil. A call that came in a batch
+// has its reply gathered in rb; nil sends it alone.
+func (h *hosted) accept(in *wire.Call, start time.Time, rb *replyBatch) *call {
 	if in.ID == "" {
 		in.ID = nuid.Next()
 	}
 	cd, err := codec.ForContentType(in.ContentType)
 	if err != nil {
 		// The caller's codec is unknown; JSON is the one a person reading the reply can decode.
-		h.reject(in, start, nil, codec.JSON, fmt.Errorf("%w: %w", ErrMalformed, err))
+		h.reject(in, start, nil, codec.JSON, rb, fmt.Errorf("%w: %w", ErrMalformed, err))
 		return nil
 	}
 	if len(in.Body) > h.maxCall {
-		h.reject(in, start, nil, cd, fmt.Errorf("%w: call body of %d bytes exceeds the worker's limit of %d",
+		h.reject(in, start, nil, cd, rb, fmt.Errorf("%w: call body of %d bytes exceeds the worker's limit of %d",
 			ErrPayloadTooLarge, len(in.Body), h.maxCall))
 		return nil
 	}
 	if in.Method == "" {
-		h.reject(in, start, nil, cd, fmt.Errorf("%w: missing %s header", ErrMalformed, wire.HeaderMethod))
+		h.reject(in, start, nil, cd, rb, fmt.Errorf("%w: missing %s header", ErrMalformed, wire.HeaderMethod))
 		return nil
 	}
 	deadline, err := wire.ParseDeadline(in.Deadline)
 	if err != nil {
-		h.reject(in, start, nil, cd, fmt.Errorf("%w: %w", ErrMalformed, err))
+		h.reject(in, start, nil, cd, rb, fmt.Errorf("%w: %w", ErrMalformed, err))
 		return nil
 	}
 	m, err := h.kind.method(in.Method)
 	if err != nil {
-		h.reject(in, start, nil, cd, err)
+		h.reject(in, start, nil, cd, rb, err)
 		return nil
 	}
-	c := &call{h: h, m: m, inbox: in.Reply, trace: in.Trace, codec: cd, start: start, batched: in.Batched}
+	c := &call{h: h, m: m, inbox: in.Reply, trace: in.Trace, codec: cd, start: start, replies: rb}
 	c.Method, c.CallID, c.Task.Reply = m, in.ID, c
 	if a, ok := directArg(m, cd, in.Body); ok {
 		c.arg[0] = a
@@ -242,7 +248,7 @@ func (h *hosted) accept(in *wire.Call, start time.Time) *call {
 		} else {
 			err = m.BadArguments(err)
 		}
-		h.reject(in, start, m, cd, err)
+		h.reject(in, start, m, cd, rb, err)
 		return nil
 	}
 	// A method without a context cannot see a cancel or a deadline while it runs; the worker skips such a call if it
@@ -261,11 +267,11 @@ func (h *hosted) accept(in *wire.Call, start time.Time) *call {
 }
 
 // reject answers a call that could not be submitted; m is nil when the call named none of the kind's methods.
-func (h *hosted) reject(in *wire.Call, start time.Time, m *method, cd codec.Codec, err error) {
+func (h *hosted) reject(in *wire.Call, start time.Time, m *method, cd codec.Codec, rb *replyBatch, err error) {
 	h.record(m, time.Since(start), err)
 	if in.Reply == "" {
 		h.log.Debug("fleet: bad call without reply subject", "worker", h.spec.ID, "err", err)
 		return
 	}
-	h.answer(start.UnixNano(), in.Reply, in.ID, in.Trace, cd, in.Batched, nil, err)
+	h.answer(start.UnixNano(), in.Reply, in.ID, in.Trace, cd, rb, nil, err)
 }

@@ -77,8 +77,12 @@ func ctypeIndex(ct string) uint8 {
 	return 0
 }
 
-// chunkBuf is what a new chunk's buf starts with room for: a chunk of small outcomes fills it without growing.
-const chunkBuf = chunkOutcomes * 96
+// chunkBuf is what a new chunk's buf starts with room for: a chunk of small outcomes fills it without growing. A
+// worker's first chunk starts with room for firstChunk outcomes.
+const (
+	chunkBuf   = chunkOutcomes * 96
+	firstChunk = 8
+)
 
 // add keeps a copy of the outcome of call id, whose reply went to reply, recorded at time at (Unix nanoseconds: the
 // call's arrival, which callers have read already). Nothing outside the cache refers to what it keeps, so dropped
@@ -99,7 +103,13 @@ func (o *outcomes) add(at int64, id, reply, trace, status, ctype string, body []
 			o.spare = nil
 			ch.entries, ch.buf, ch.newest = ch.entries[:0], ch.buf[:0], 0
 		} else {
-			ch = &outcomeChunk{entries: make([]outcome, 0, chunkOutcomes), buf: make([]byte, 0, chunkBuf)}
+			// A worker's first chunk starts small and grows: thousands of workers that each take a few calls must not
+			// each hold a full chunk.
+			n := chunkOutcomes
+			if len(o.chunks) == 0 {
+				n = firstChunk
+			}
+			ch = &outcomeChunk{entries: make([]outcome, 0, n), buf: make([]byte, 0, n*chunkBuf/chunkOutcomes)}
 		}
 		o.chunks = append(o.chunks, ch)
 	}

@@ -16,15 +16,15 @@ const maxKeptOutcome = 64 << 10
 const replyOverhead = 512
 
 // answer sends the outcome of call id, which arrived at time at (Unix nanoseconds), encoded in the call's codec: in
-// the reply batch being gathered when the call came in a batch and one is open, or in a message of its own. The
-// worker keeps a copy for reconciles.
-func (h *hosted) answer(at int64, subject, id, trace string, cd codec.Codec, batched bool, res any, err error) {
+// rb, the reply batch of the call batch it came in, while that is open, or in a message of its own. The worker keeps
+// a copy for reconciles.
+func (h *hosted) answer(at int64, subject, id, trace string, cd codec.Codec, rb *replyBatch, res any, err error) {
 	enc := func(dst []byte) (string, []byte, bool) { return h.encodeOutcome(dst, id, cd, res, err) }
 	keep := func(status string, body []byte) {
 		h.outcomes.add(at, id, subject, trace, status, cd.ContentType(), body)
 	}
 	load := h.load()
-	if batched && h.replies.add(subject, load, enc, keep) {
+	if rb != nil && rb.add(subject, load, enc, keep) {
 		return
 	}
 	o := wire.GetReply(subject)

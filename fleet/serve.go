@@ -51,6 +51,8 @@ type serveOptions struct {
 
 	// onStop runs once the worker has stopped; the agent frees its capacity there.
 	onStop func(*hosted)
+	// agentCalls is the agent's calls subscription, which also brings the worker calls (agentcalls.go).
+	agentCalls *nats.Subscription
 }
 
 // hosted is a worker served over NATS: it receives calls on its subject, answers control messages and publishes
@@ -69,14 +71,15 @@ type hosted struct {
 	onStop   func(*hosted)
 
 	callSub, ctlSub, discSub *nats.Subscription
+	agentSub                 *nats.Subscription // the agent's calls subscription, or nil
 	svc                      service // service discovery and per-method counters (micro.go)
 
 	mu      sync.Mutex
 	calls   map[string]*call // queued or running in the worker's goroutines, by call ID, so a cancel finds them
 	running *call            // the call running inline in the call subscription's goroutine
-	// tombs are cancels of calls still in nats.go's buffer behind an inline call, by call ID, each with the count of
-	// delivered messages after which the call can no longer come (see tombLocked).
-	tombs   map[string]int64
+	// tombs are cancels of calls still in nats.go's buffers behind an inline call, by call ID, each with the counts
+	// of delivered messages after which the call can no longer come (see tombLocked).
+	tombs   map[string]tomb
 	refusal atomic.Pointer[refusal] // set once the worker aborts: calls still buffered fail unrun
 
 	pace map[*method]*pace // read-only after Serve
@@ -137,7 +140,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	h := &hosted{nc: nc, spec: spec, kind: k, subjects: broker.Subjects{Prefix: spec.Prefix}, agent: opts.Agent,
 		maxCall: opts.MaxCallBytes, drain: opts.DrainTimeout, log: opts.Logger, onStop: opts.onStop,
 		calls: make(map[string]*call), done: make(chan struct{}), hbStop: make(chan struct{}),
-		hbDone: make(chan struct{})}
+		hbDone: make(chan struct{}), agentSub: opts.agentCalls}
 	if h.maxCall <= 0 {
 		h.maxCall = int(nc.MaxPayload())
 	}
@@ -147,6 +150,7 @@ func serve(nc *nats.Conn, spec wire.WorkerSpec, opts serveOptions) (*hosted, err
 	if h.log == nil {
 		h.log = slog.Default()
 	}
+	h.replies.nc, h.replies.log, h.replies.owner = nc, h.log, spec.ID
 	wopts := actor.Options{ID: spec.ID, Index: spec.Index, Concurrent: spec.Concurrent, Gate: h.gate}
 	if len(spec.Limits) > 0 {
 		ls, err := limits.UnmarshalLimits(spec.Limits)
@@ -244,7 +248,7 @@ func (h *hosted) Heartbeat() wire.Heartbeat {
 	st := h.w.Stats()
 	return wire.Heartbeat{WorkerID: h.spec.ID, Kind: h.spec.Kind, Agent: h.agent, Pool: h.spec.Pool,
 		Index: h.spec.Index, InFlight: st.InFlight, Calls: st.Calls, Interval: h.spec.HeartbeatInterval,
-		Stopping: h.stopping.Load(), Batches: true, Conn: h.watch.gen.Load()}
+		Stopping: h.stopping.Load(), Batches: true, Conn: h.watch.gen.Load(), AgentCalls: h.agentSub != nil}
 }
 
 // Stop stops serving: the worker leaves its subject (calls already received still run), the calls it holds finish,

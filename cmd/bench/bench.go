@@ -91,6 +91,7 @@ var (
 	seconds      = unit{"s", false}
 	bytesPerCall = unit{"B/call", false}
 	megabytes    = unit{"MB", false}
+	kilobytes    = unit{"KiB", false}
 )
 
 // result is one contender's figures in one row.
@@ -441,7 +442,7 @@ func scaleFor(u string, v float64) (div float64, label string, prec int) {
 		return 1, "s", 3
 	case bytesPerCall.Name:
 		return 1, u, 0
-	case megabytes.Name:
+	case megabytes.Name, kilobytes.Name:
 		return 1, u, 1
 	}
 	if math.Abs(v) >= 100 {

@@ -48,6 +48,8 @@ type childConfig struct {
 	// and a temporary store.
 	Port  int    `json:"port,omitempty"`
 	Store string `json:"store,omitempty"`
+	// Standing is how many standing BenchWorker workers an agent serves besides its capacity; default none.
+	Standing int `json:"standing,omitempty"`
 }
 
 // child is a running child process. It prints READY when it serves, reads commands from stdin (limits), and

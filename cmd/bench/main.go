@@ -70,6 +70,7 @@ var groups = []group{
 	{"balancer", "balancer Pick+Done at 4 and 4,096 workers per algorithm", (*bench).balancerRows},
 	{"kv", "shared CallLimit over JetStream KV, 4 processes × 8 goroutines: exact, lease, raw CAS, 1,000 partitions; over-admission checks", (*bench).kvLimits},
 	{"memlimit", "in-memory limit acquire+release, 8 goroutines, vs rate.Limiter.Allow", (*bench).memLimits},
+	{"scale", "fleet pools of 1,024 and 16,384 workers made and stopped, a thread pool of 65,536; calls at 256 in flight on 4 vs 4,096 workers; two clients on 8 standing workers", (*bench).scale},
 	{"memory", "bytes per in-flight call at 100k in flight; RSS of idle children", (*bench).memory},
 }
 

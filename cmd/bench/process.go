@@ -141,6 +141,11 @@ func serveAgent(nc *nats.Conn, cfg childConfig, say func(string, ...any) error) 
 	if err != nil {
 		return err
 	}
+	if cfg.Standing > 0 {
+		if err := a.Serve(benchKind.Name(), cfg.Standing); err != nil {
+			return err
+		}
+	}
 	if err := say("READY"); err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ type BatchCall struct {
 	Reply    string             `msgpack:"r"`           // the reply subject
 	Deadline string             `msgpack:"d,omitempty"` // Fleet-Deadline
 	Args     msgpack.RawMessage `msgpack:"a"`           // the arguments array, msgpack
+	Worker   string             `msgpack:"w,omitempty"` // Fleet-Worker: on an agent's calls subject, whose call it is
 }
 
 // BatchReply is one reply in a reply batch.
@@ -39,7 +40,10 @@ type BatchReply struct {
 func (c *BatchCall) AppendMsgpack(dst []byte) []byte {
 	n := 4
 	if c.Deadline != "" {
-		n = 5
+		n++
+	}
+	if c.Worker != "" {
+		n++
 	}
 	dst = msgp.AppendMapLen(dst, n)
 	dst = msgp.AppendString(msgp.AppendString(dst, "i"), c.ID)
@@ -48,7 +52,11 @@ func (c *BatchCall) AppendMsgpack(dst []byte) []byte {
 	if c.Deadline != "" {
 		dst = msgp.AppendString(msgp.AppendString(dst, "d"), c.Deadline)
 	}
-	return appendRaw(msgp.AppendString(dst, "a"), c.Args)
+	dst = appendRaw(msgp.AppendString(dst, "a"), c.Args)
+	if c.Worker != "" {
+		dst = msgp.AppendString(msgp.AppendString(dst, "w"), c.Worker)
+	}
+	return dst
 }
 
 // appendRaw appends an encoded value, or nil for none (as msgpack encodes a nil RawMessage).
@@ -74,6 +82,8 @@ func DecodeBatchCalls(dst []BatchCall, data []byte) ([]BatchCall, error) {
 			c.Deadline, err = r.String()
 		case "a":
 			c.Args, err = r.Raw()
+		case "w":
+			c.Worker, err = r.String()
 		default:
 			_, err = r.Raw()
 		}

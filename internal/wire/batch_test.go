@@ -23,6 +23,7 @@ func TestBatchCodecMatchesMsgpack(t *testing.T) {
 		{ID: "c1", Method: "Process", Reply: "_INBOX.abc.1", Args: args},
 		{ID: strings.Repeat("i", 40), Method: "M", Reply: "_INBOX.abc.2", Deadline: "2026-11-29T08:00:00.5Z", Args: args},
 		{ID: "c3", Method: "Nothing", Reply: "r"},
+		{ID: "c4", Method: "M", Reply: "_INBOX.abc.4", Deadline: "2026-11-29T08:00:00.5Z", Args: args, Worker: "W1"},
 	}
 	replies := []wire.BatchReply{
 		{Token: "1", Status: wire.StatusOK, Body: []byte{0x2a}},

@@ -27,6 +27,8 @@ const (
 	// HeaderLoad is on the replies of a standing worker, which callers share: the calls it holds and has served, all
 	// callers together, as FormatLoad writes them. Callers weigh the other callers' calls when they pick a worker.
 	HeaderLoad = "Fleet-Load"
+	// HeaderWorker names the worker a call is for, on its agent's calls subject.
+	HeaderWorker = "Fleet-Worker"
 )
 
 // FormatLoad writes HeaderLoad's value: the calls a worker holds (queued or running) and has completed.
@@ -107,8 +109,8 @@ type Call struct {
 	Body                                     []byte // the arguments array
 	Urgent                                   bool
 	Resend                                   bool // sent again after a reconcile (HeaderResend)
-	Batch                                    bool // the message is a call batch: Body holds BatchCall entries
-	Batched                                  bool // the call came in a batch, so its reply may go in a reply batch
+	Batch                                    bool   // the message is a call batch: Body holds BatchCall entries
+	Worker                                   string // HeaderWorker: on an agent's calls subject, whose call it is
 }
 
 // ReadCall reads a call message, its headers in one pass over the header map.
@@ -135,6 +137,8 @@ func ReadCall(m *nats.Msg) Call {
 			c.Batch = true
 		case HeaderResend:
 			c.Resend = v[0] != ""
+		case HeaderWorker:
+			c.Worker = v[0]
 		}
 	}
 	return c

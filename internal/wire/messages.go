@@ -40,6 +40,10 @@ type Heartbeat struct {
 	// Conn counts the times the worker's connection came back after it dropped: messages to and from the worker
 	// may have been lost each time, and its callers reconcile their calls with it.
 	Conn uint32 `msgpack:"conn,omitempty" json:"conn,omitempty"`
+	// AgentCalls says the worker's agent takes its calls, single and in batches, on {prefix}.agent.{agent}.calls
+	// too, each naming its worker (HeaderWorker, BatchCall.Worker): a caller with many workers on one agent sends
+	// them there together.
+	AgentCalls bool `msgpack:"agent_calls,omitempty" json:"agent_calls,omitempty"`
 }
 
 // WorkerSpec says how to build one worker: the body of a spawn request to an agent

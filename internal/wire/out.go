@@ -22,11 +22,12 @@ const (
 	FieldBatch
 	FieldResend
 	FieldLoad
+	FieldWorker
 	numFields
 )
 
 var fieldHeaders = [numFields]string{HeaderCallID, HeaderMethod, HeaderDeadline, HeaderContentType,
-	HeaderTraceparent, HeaderStatus, HeaderControl, HeaderAbort, HeaderBatch, HeaderResend, HeaderLoad}
+	HeaderTraceparent, HeaderStatus, HeaderControl, HeaderAbort, HeaderBatch, HeaderResend, HeaderLoad, HeaderWorker}
 
 // Out is a reusable outgoing message. nats.Conn.PublishMsg encodes a message before it returns, so one Out serves
 // message after message: its struct, header map, header values and body buffer are reused, and setting a header
