@@ -32,7 +32,7 @@ type remoteTransport struct {
 	setID  string
 	bucket string // KV bucket of a caller's named set; "" is the limits default
 	attach bool
-	plan   []string // Fleet: agent ID for each initial worker index
+	plan   []string    // Fleet: agent ID for each initial worker index
 	agents agentRoutes // Fleet: the routes through agents (route.go)
 	seq    atomic.Uint64
 	child  childEnv

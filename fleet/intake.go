@@ -27,7 +27,7 @@ type call struct {
 	codec   codec.Codec
 	start   time.Time   // arrival at the worker
 	replies *replyBatch // where its reply may wait for company: it came in a call batch; nil: alone
-	arg     [1]any    // Task.Values of a method called directly
+	arg     [1]any      // Task.Values of a method called directly
 	// took is the time from arrival to the end of its run, once it ran: its reply records it without reading the
 	// clock again. Atomic, since a cancel may answer the call while it runs.
 	took atomic.Int64

@@ -72,7 +72,7 @@ type hosted struct {
 
 	callSub, ctlSub, discSub *nats.Subscription
 	agentSub                 *nats.Subscription // the agent's calls subscription, or nil
-	svc                      service // service discovery and per-method counters (micro.go)
+	svc                      service            // service discovery and per-method counters (micro.go)
 
 	mu      sync.Mutex
 	calls   map[string]*call // queued or running in the worker's goroutines, by call ID, so a cancel finds them

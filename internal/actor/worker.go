@@ -191,7 +191,9 @@ func (c *counters) inFlight() int64 { return c.submitted.Load() - c.calls.Load()
 func (w *Worker) InFlight() int { return int(w.stats.inFlight()) }
 
 // Load is Stats' InFlight and Calls, read without the worker's lock: a served worker reports them on every reply.
-func (w *Worker) Load() Stats { return Stats{InFlight: w.stats.inFlight(), Calls: w.stats.calls.Load()} }
+func (w *Worker) Load() Stats {
+	return Stats{InFlight: w.stats.inFlight(), Calls: w.stats.calls.Load()}
+}
 
 // Stop lets the calls already submitted finish, then stops the worker. When ctx ends first, calls still queued fail
 // with an error wrapping ctx's error, running calls have their context cancelled and fail the same way (a method

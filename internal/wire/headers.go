@@ -108,7 +108,7 @@ type Call struct {
 	Reply                                    string // the reply subject; "" drops the outcome
 	Body                                     []byte // the arguments array
 	Urgent                                   bool
-	Resend                                   bool // sent again after a reconcile (HeaderResend)
+	Resend                                   bool   // sent again after a reconcile (HeaderResend)
 	Batch                                    bool   // the message is a call batch: Body holds BatchCall entries
 	Worker                                   string // HeaderWorker: on an agent's calls subject, whose call it is
 }
